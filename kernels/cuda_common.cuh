@@ -1,0 +1,214 @@
+/* Shared by the CUDA backend's translation units: the backend state, error
+ * checks, storage-type helpers and the launchers each kernels .cu file exports.
+ *
+ * Every launcher enqueues work on the backend's one stream and returns 0, or
+ * -1 with llmq_fail() when a launch or an API call fails. Kernels are
+ * templates over the storage type T (float, __half, __nv_bfloat16); all
+ * arithmetic is fp32. */
+#ifndef LLMQ_KERNELS_CUDA_COMMON_CUH
+#define LLMQ_KERNELS_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "src/backend.h"
+#include "src/error.h"
+}
+
+/* Backend state behind llmq_backend.impl. */
+struct cuda_ctx {
+    int device;
+    int num_sms;
+    size_t smem_optin;     /* largest dynamic shared memory a block may opt into */
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;         /* cuBLAS workspace */
+    /* Host <-> device staging: two pinned host buffers and two device
+     * buffers of stage_bytes each, so that the CPU fills one while the copy
+     * engine drains the other. */
+    size_t stage_bytes;
+    void *pinned[2];
+    void *dstage[2];
+    cudaEvent_t staged[2]; /* recorded after the copy out of pinned[i] */
+    /* nll: per-row losses and their sum, grown on demand. */
+    double *nll_rows;
+    int nll_cap;
+    double *nll_sum;
+};
+
+/* Return -1 with a message naming the call when a CUDA API call fails. */
+#define CUDA_TRY(call)                                                                             \
+    do {                                                                                           \
+        cudaError_t err_ = (call);                                                                 \
+        if (err_ != cudaSuccess)                                                                   \
+            return llmq_fail("%s (%s:%d): %s", #call, __FILE__, __LINE__, cudaGetErrorString(err_)); \
+    } while (0)
+
+/* After a <<<>>> launch: configuration errors show up here at once;
+ * faults inside the kernel surface at the next synchronizing call. */
+#define LAUNCH_CHECK(what)                                                                         \
+    do {                                                                                           \
+        cudaError_t err_ = cudaGetLastError();                                                     \
+        if (err_ != cudaSuccess)                                                                   \
+            return llmq_fail("%s: kernel launch failed: %s", what, cudaGetErrorString(err_));      \
+    } while (0)
+
+const char *cublas_status_name(cublasStatus_t s);
+
+#define CUBLAS_TRY(call)                                                                           \
+    do {                                                                                           \
+        cublasStatus_t st_ = (call);                                                               \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                          \
+            return llmq_fail("%s (%s:%d): %s", #call, __FILE__, __LINE__, cublas_status_name(st_)); \
+    } while (0)
+
+/* ---- storage types ---- */
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(double x) { return (float)x; }
+
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x)
+{
+    return __float2bfloat16_rn(x);
+}
+
+/* What storing x in T and reading it back gives (exact for float): how the
+ * kernels mirror PyTorch, which rounds every intermediate tensor to dt. */
+template <typename T> __device__ __forceinline__ float round_to(float x) { return to_f32(from_f32<T>(x)); }
+
+/* 16 bytes of T: the unit of coalesced vector loads and stores. */
+template <typename T> struct alignas(16) Vec16 {
+    static constexpr int N = 16 / (int)sizeof(T);
+    T v[N];
+};
+
+template <typename T> __device__ __forceinline__ Vec16<T> load16(const T *p)
+{
+    Vec16<T> r;
+    /* A plain load, not __ldg: in-place operations read what they write. */
+    *reinterpret_cast<int4 *>(&r) = *reinterpret_cast<const int4 *>(p);
+    return r;
+}
+
+template <typename T> __device__ __forceinline__ void store16(T *p, const Vec16<T> &r)
+{
+    *reinterpret_cast<int4 *>(p) = *reinterpret_cast<const int4 *>(&r);
+}
+
+static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Run BODY with T bound to the C++ type of storage type DT (F32, F16,
+ * BF16); other types fail. */
+#define DISPATCH_DT(DT, WHAT, ...)                                                                 \
+    switch (DT) {                                                                                  \
+    case LLMQ_F32: {                                                                               \
+        typedef float T;                                                                           \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case LLMQ_F16: {                                                                               \
+        typedef __half T;                                                                          \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    case LLMQ_BF16: {                                                                              \
+        typedef __nv_bfloat16 T;                                                                   \
+        __VA_ARGS__;                                                                               \
+    } break;                                                                                       \
+    default: return llmq_fail("%s: unsupported storage type %s", WHAT, llmq_dtype_name(DT));        \
+    }
+
+/* Block-wide reductions for blockDim.x a multiple of 32 (<= 1024). `shm`
+ * holds 32 floats; the result is returned to every thread. */
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float block_sum(float v, float *shm)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* shm may still be read by a previous reduction */
+    if (lane == 0)
+        shm[warp] = v;
+    __syncthreads();
+    v = lane < nw ? shm[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__device__ __forceinline__ float block_max(float v, float *shm)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        shm[warp] = v;
+    __syncthreads();
+    v = lane < nw ? shm[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+static inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* Grid size for grid-stride loops over n items of `per_block` each:
+ * enough blocks to fill the GPU a few times over, no more. */
+static inline unsigned grid_for(const cuda_ctx *c, size_t n, size_t per_block)
+{
+    size_t g = (n + per_block - 1) / per_block, cap = (size_t)c->num_sms * 16;
+    return (unsigned)(g < 1 ? 1 : g > cap ? cap : g);
+}
+
+/* ---- launchers (one file each) ---- */
+
+/* convert.cu: dst[i] = (dst_dt) src[i]; src_dt F32/F16/BF16/F64, dst_dt F32/F16/BF16. */
+int cuda_convert(cuda_ctx *c, void *dst, llmq_dtype dst_dt, const void *src, llmq_dtype src_dt, size_t n);
+
+/* elementwise.cu */
+int cuda_embed(cuda_ctx *c, llmq_dtype dt, void *out, const void *table, const int32_t *ids, int rows, int dim);
+int cuda_silu_mul(cuda_ctx *c, llmq_dtype dt, void *out, const void *gate, const void *up, size_t n);
+int cuda_add(cuda_ctx *c, llmq_dtype dt, void *x, const void *y, size_t n);
+int cuda_add_bias(cuda_ctx *c, llmq_dtype dt, void *y, const void *bias, int rows, int cols);
+
+/* norm.cu */
+int cuda_rmsnorm(cuda_ctx *c, llmq_dtype dt, void *out, const void *x, const void *w, int rows, int dim, float eps);
+
+/* rope.cu */
+int cuda_rope(cuda_ctx *c, llmq_dtype dt, void *x, const float *cos_sin, int rows, int seq, int n_heads,
+              int head_dim);
+
+/* attention.cu */
+int cuda_attention(cuda_ctx *c, llmq_dtype dt, void *out, const void *q, const void *k, const void *v, int batch,
+                   int seq, int n_heads, int n_kv, int head_dim);
+
+/* nll.cu: per-row losses into c->nll_rows, summed in double into *nll on the host. */
+int cuda_nll(cuda_ctx *c, llmq_dtype dt, double *nll, const void *logits, const int32_t *targets, int rows,
+             int vocab);
+
+/* observe.cu */
+int cuda_col_absmax(cuda_ctx *c, llmq_dtype dt, float *amax, const void *x, int rows, int cols);
+int cuda_act_stats(cuda_ctx *c, llmq_dtype dt, float *col_amax, float *col_abssum, float *row_amax, const void *x,
+                   int rows, int cols);
+
+/* fake_quant.cu */
+int cuda_fq_per_token(cuda_ctx *c, llmq_dtype dt, void *x, int rows, int cols, int qmax);
+int cuda_fq_tensor(cuda_ctx *c, llmq_dtype dt, void *x, size_t n, float scale, int qmax);
+
+#endif

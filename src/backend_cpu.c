@@ -1,0 +1,307 @@
+/* The fp32 CPU reference backend: plain C loops plus OpenBLAS sgemm.
+ *
+ * This is the definition of every operation in backend.h; the CUDA path is
+ * tested against it. It favours clarity over speed, but uses sgemm for the
+ * matrix products so that small models evaluate in seconds. */
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "error.h"
+
+static void *cpu_alloc(llmq_backend *b, size_t nbytes)
+{
+    (void)b;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, nbytes ? nbytes : 64) != 0) {
+        llmq_fail("out of host memory allocating %zu bytes", nbytes);
+        return NULL;
+    }
+    return p;
+}
+
+static void cpu_free(llmq_backend *b, void *p)
+{
+    (void)b;
+    free(p);
+}
+
+static int cpu_upload(llmq_backend *b, void *dst, llmq_dtype dst_dt, const void *src, llmq_dtype src_dt,
+                      size_t n)
+{
+    (void)b;
+    return llmq_convert(dst, dst_dt, src, src_dt, n);
+}
+
+static int cpu_upload_bytes(llmq_backend *b, void *dst, const void *src, size_t nbytes)
+{
+    (void)b;
+    memcpy(dst, src, nbytes);
+    return 0;
+}
+
+static int cpu_download_f32(llmq_backend *b, float *dst, const void *src, llmq_dtype src_dt, size_t n)
+{
+    (void)b;
+    return llmq_convert(dst, LLMQ_F32, src, src_dt, n);
+}
+
+static int cpu_sync(llmq_backend *b)
+{
+    (void)b;
+    return 0;
+}
+
+static int cpu_embed(llmq_backend *b, void *out, const void *table, const int32_t *ids, int rows, int dim)
+{
+    (void)b;
+    float *o = out;
+    const float *t = table;
+    for (int r = 0; r < rows; r++)
+        memcpy(o + (size_t)r * dim, t + (size_t)ids[r] * dim, (size_t)dim * sizeof(float));
+    return 0;
+}
+
+static int cpu_rmsnorm(llmq_backend *b, void *out, const void *x, const void *w, int rows, int dim, float eps)
+{
+    (void)b;
+    float *o = out;
+    const float *xi = x, *wi = w;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = xi + (size_t)r * dim;
+        float *orow = o + (size_t)r * dim;
+        float ss = 0.0f;
+        for (int i = 0; i < dim; i++)
+            ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (int i = 0; i < dim; i++)
+            orow[i] = wi[i] * (xr[i] * inv);
+    }
+    return 0;
+}
+
+static int cpu_linear(llmq_backend *b, void *y, const void *x, const void *w, const void *bias, int rows, int in,
+                      int out)
+{
+    (void)b;
+    float *yo = y;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, 0.0f, yo, out);
+    if (bias) {
+        const float *bi = bias;
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < out; j++)
+                yo[(size_t)r * out + j] += bi[j];
+    }
+    return 0;
+}
+
+static int cpu_rope(llmq_backend *b, void *x, const float *cos_sin, int rows, int seq, int n_heads, int head_dim)
+{
+    (void)b;
+    float *xs = x;
+    int half = head_dim / 2;
+    for (int r = 0; r < rows; r++) {
+        const float *cs = cos_sin + (size_t)(r % seq) * head_dim;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = xs + ((size_t)r * n_heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                float c = cs[i], s = cs[half + i];
+                float x1 = v[i], x2 = v[i + half];
+                v[i] = x1 * c - x2 * s;
+                v[i + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+    return 0;
+}
+
+/* One window, one query head: scores = q k^T * scale over the causal
+ * prefix, softmax in fp32, out = p v. Uses sgemm on the strided head slices. */
+static int cpu_attention(llmq_backend *b, void *out, const void *q, const void *k, const void *v, int batch, int seq,
+                         int n_heads, int n_kv, int head_dim)
+{
+    (void)b;
+    const int qdim = n_heads * head_dim, kvdim = n_kv * head_dim, group = n_heads / n_kv;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    float *scores = malloc((size_t)seq * seq * sizeof(float));
+    if (!scores)
+        return llmq_fail("out of memory in attention (seq %d)", seq);
+    for (int w = 0; w < batch; w++) {
+        const float *qw = (const float *)q + (size_t)w * seq * qdim;
+        const float *kw = (const float *)k + (size_t)w * seq * kvdim;
+        const float *vw = (const float *)v + (size_t)w * seq * kvdim;
+        float *ow = (float *)out + (size_t)w * seq * qdim;
+        for (int h = 0; h < n_heads; h++) {
+            int kvh = h / group;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, seq, head_dim, scale, qw + h * head_dim, qdim,
+                        kw + kvh * head_dim, kvdim, 0.0f, scores, seq);
+            for (int t = 0; t < seq; t++) {
+                float *row = scores + (size_t)t * seq;
+                float mx = -FLT_MAX;
+                for (int s = 0; s <= t; s++)
+                    mx = row[s] > mx ? row[s] : mx;
+                float sum = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    row[s] = expf(row[s] - mx);
+                    sum += row[s];
+                }
+                float inv = 1.0f / sum;
+                for (int s = 0; s <= t; s++)
+                    row[s] *= inv;
+                for (int s = t + 1; s < seq; s++)
+                    row[s] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq, head_dim, seq, 1.0f, scores, seq,
+                        vw + kvh * head_dim, kvdim, 0.0f, ow + h * head_dim, qdim);
+        }
+    }
+    free(scores);
+    return 0;
+}
+
+static int cpu_silu_mul(llmq_backend *b, void *out, const void *gate, const void *up, size_t n)
+{
+    (void)b;
+    float *o = out;
+    const float *g = gate, *u = up;
+    for (size_t i = 0; i < n; i++)
+        o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    return 0;
+}
+
+static int cpu_add(llmq_backend *b, void *x, const void *y, size_t n)
+{
+    (void)b;
+    float *xo = x;
+    const float *yi = y;
+    for (size_t i = 0; i < n; i++)
+        xo[i] += yi[i];
+    return 0;
+}
+
+static int cpu_nll(llmq_backend *b, double *nll, const void *logits, const int32_t *targets, int rows, int vocab)
+{
+    (void)b;
+    double total = 0.0;
+    for (int r = 0; r < rows; r++) {
+        if (targets[r] < 0)
+            continue;
+        const float *l = (const float *)logits + (size_t)r * vocab;
+        float mx = -FLT_MAX;
+        for (int i = 0; i < vocab; i++)
+            mx = l[i] > mx ? l[i] : mx;
+        double sum = 0.0;
+        for (int i = 0; i < vocab; i++)
+            sum += exp((double)l[i] - mx);
+        total += (double)mx + log(sum) - (double)l[targets[r]];
+    }
+    *nll = total;
+    return 0;
+}
+
+static int cpu_col_absmax(llmq_backend *b, float *amax, const void *x, int rows, int cols)
+{
+    (void)b;
+    const float *xs = x;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) {
+            float a = fabsf(xs[(size_t)r * cols + j]);
+            if (a > amax[j])
+                amax[j] = a;
+        }
+    return 0;
+}
+
+static int cpu_act_stats(llmq_backend *b, float *col_amax, float *col_abssum, float *row_amax, const void *x,
+                         int rows, int cols)
+{
+    (void)b;
+    const float *xs = x;
+    for (int r = 0; r < rows; r++) {
+        const float *row = xs + (size_t)r * cols;
+        float rmax = 0.0f;
+        for (int j = 0; j < cols; j++) {
+            float a = fabsf(row[j]);
+            rmax = a > rmax ? a : rmax;
+            if (col_amax && a > col_amax[j])
+                col_amax[j] = a;
+            if (col_abssum)
+                col_abssum[j] += a;
+        }
+        if (row_amax)
+            row_amax[r] = rmax;
+    }
+    return 0;
+}
+
+static int cpu_xtx(llmq_backend *b, float *h, const void *x, int rows, int cols, float alpha)
+{
+    (void)b;
+    /* Full symmetric update with sgemm (syrk would fill one triangle only). */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, cols, rows, alpha, x, cols, x, cols, 1.0f, h, cols);
+    return 0;
+}
+
+static int cpu_fq_per_token(llmq_backend *b, void *x, int rows, int cols, int qmax)
+{
+    (void)b;
+    float *xs = x;
+    for (int r = 0; r < rows; r++) {
+        float *row = xs + (size_t)r * cols;
+        float mx = 0.0f;
+        for (int j = 0; j < cols; j++)
+            mx = fabsf(row[j]) > mx ? fabsf(row[j]) : mx;
+        float s = (mx < 1e-5f ? 1e-5f : mx) / (float)qmax;
+        for (int j = 0; j < cols; j++)
+            row[j] = rintf(row[j] / s) * s;
+    }
+    return 0;
+}
+
+static int cpu_fq_tensor(llmq_backend *b, void *x, size_t n, float scale, int qmax)
+{
+    (void)b;
+    float *xs = x;
+    for (size_t i = 0; i < n; i++) {
+        float q = rintf(xs[i] / scale);
+        q = q < (float)(-qmax - 1) ? (float)(-qmax - 1) : q > (float)qmax ? (float)qmax : q;
+        xs[i] = q * scale;
+    }
+    return 0;
+}
+
+static void cpu_destroy(llmq_backend *b) { free(b); }
+
+int llmq_backend_cpu(llmq_backend **out)
+{
+    llmq_backend *b = calloc(1, sizeof *b);
+    if (!b)
+        return llmq_fail("out of memory");
+    b->name = "cpu";
+    b->dt = LLMQ_F32;
+    b->alloc = cpu_alloc;
+    b->free = cpu_free;
+    b->upload = cpu_upload;
+    b->upload_bytes = cpu_upload_bytes;
+    b->download_f32 = cpu_download_f32;
+    b->sync = cpu_sync;
+    b->embed = cpu_embed;
+    b->rmsnorm = cpu_rmsnorm;
+    b->linear = cpu_linear;
+    b->rope = cpu_rope;
+    b->attention = cpu_attention;
+    b->silu_mul = cpu_silu_mul;
+    b->add = cpu_add;
+    b->nll = cpu_nll;
+    b->col_absmax = cpu_col_absmax;
+    b->act_stats = cpu_act_stats;
+    b->xtx = cpu_xtx;
+    b->fq_per_token = cpu_fq_per_token;
+    b->fq_tensor = cpu_fq_tensor;
+    b->destroy = cpu_destroy;
+    *out = b;
+    return 0;
+}

@@ -1,0 +1,405 @@
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "qweight_load.h"
+#include "rope.h"
+
+struct llmq_model {
+    llmq_config cfg;
+    st_model *st;
+    llmq_backend *b;
+    char *dir;
+    llmq_hooks hooks;
+    int keep_weights;
+    int max_rows, chunk_rows;
+
+    llmq_layer *layers;
+    void *embed;      /* [vocab, hidden] */
+    void *final_norm; /* [hidden] */
+    void *lm_head;    /* [vocab, hidden]; == embed when tied */
+
+    float *rope; /* backend F32 table [rope_seq][head_dim] */
+    int rope_seq;
+
+    /* scratch, sized for chunk_rows */
+    void *xn, *q, *k, *v, *att, *o, *gate, *up;
+    int32_t *ids_dev;
+    void *logits; /* [head_rows, vocab] */
+    int head_rows;
+};
+
+const llmq_config *model_config(const llmq_model *m) { return &m->cfg; }
+llmq_backend *model_backend(const llmq_model *m) { return m->b; }
+const st_model *model_weights(const llmq_model *m) { return m->st; }
+void model_set_hooks(llmq_model *m, const llmq_hooks *hooks) { m->hooks = *hooks; }
+void model_keep_weights(llmq_model *m, int keep) { m->keep_weights = keep; }
+llmq_layer *model_layer(llmq_model *m, int layer) { return &m->layers[layer]; }
+
+void model_lin_prefix(int layer, llmq_lin which, char *buf, size_t n)
+{
+    snprintf(buf, n, "model.layers.%d.%s", layer, config_lin_name(which));
+}
+
+/* Load a float tensor of the expected shape into a new backend buffer. */
+static void *load_tensor(llmq_model *m, const char *name, int64_t d0, int64_t d1)
+{
+    const st_tensor *t = st_model_find(m->st, name);
+    if (!t) {
+        llmq_fail("%s: tensor '%s' is missing", m->dir, name);
+        return NULL;
+    }
+    int64_t want = d1 ? d0 * d1 : d0;
+    int shape_ok = t->numel == want && (d1 ? t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1 : t->ndim == 1);
+    if (!shape_ok) {
+        llmq_fail("%s: tensor '%s' has shape [%lld%s%lld], expected [%lld%s%lld]", t->file, name,
+                  (long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL,
+                  (long long)d0, d1 ? ", " : "", (long long)d1);
+        return NULL;
+    }
+    if (!llmq_dtype_is_float(t->dtype)) {
+        llmq_fail("%s: tensor '%s' has dtype %s, expected a float type", t->file, name, llmq_dtype_name(t->dtype));
+        return NULL;
+    }
+    void *buf = m->b->alloc(m->b, (size_t)want * llmq_dtype_size(m->b->dt));
+    if (!buf)
+        return NULL;
+    if (m->b->upload(m->b, buf, m->b->dt, t->data, t->dtype, (size_t)want)) {
+        m->b->free(m->b, buf);
+        llmq_wrap("%s: tensor '%s'", t->file, name);
+        return NULL;
+    }
+    return buf;
+}
+
+/* A linear's weight: "<prefix>.weight" in float, or a packed quantized
+ * checkpoint (GPTQ / llmq layout) dequantized into the float path. */
+static int load_linear(llmq_model *m, int layer, llmq_lin which, llmq_linear *L)
+{
+    char prefix[128], name[160];
+    model_lin_prefix(layer, which, prefix, sizeof prefix);
+    config_lin_shape(&m->cfg, which, &L->in, &L->out);
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    if (st_model_find(m->st, name)) {
+        L->w = load_tensor(m, name, L->out, L->in);
+    } else {
+        float *w = malloc((size_t)L->out * L->in * sizeof(float));
+        if (!w)
+            return llmq_fail("out of memory loading %s", prefix);
+        if (qweight_load_dequant(m->st, &m->cfg, m->dir, prefix, L->out, L->in, w)) {
+            free(w);
+            return -1;
+        }
+        L->w = m->b->alloc(m->b, (size_t)L->out * L->in * llmq_dtype_size(m->b->dt));
+        if (L->w && m->b->upload(m->b, L->w, m->b->dt, w, LLMQ_F32, (size_t)L->out * L->in)) {
+            m->b->free(m->b, L->w);
+            L->w = NULL;
+        }
+        free(w);
+    }
+    if (!L->w)
+        return -1;
+    int has_bias = which == LIN_O ? m->cfg.o_bias : (which <= LIN_V && m->cfg.attn_bias);
+    if (has_bias) {
+        snprintf(name, sizeof name, "%s.bias", prefix);
+        if (!(L->bias = load_tensor(m, name, L->out, 0)))
+            return -1;
+    }
+    return 0;
+}
+
+void model_unload_layer(llmq_model *m, int layer)
+{
+    llmq_layer *L = &m->layers[layer];
+    llmq_backend *b = m->b;
+    for (int i = 0; i < LIN_COUNT; i++) {
+        llmq_linear *lin = &L->lin[i];
+        if (lin->free_ctx)
+            lin->free_ctx(lin, b);
+        if (lin->w)
+            b->free(b, lin->w);
+        if (lin->bias)
+            b->free(b, lin->bias);
+        memset(lin, 0, sizeof *lin);
+    }
+    if (L->attn_norm)
+        b->free(b, L->attn_norm);
+    if (L->ffn_norm)
+        b->free(b, L->ffn_norm);
+    memset(L, 0, sizeof *L);
+}
+
+int model_load_layer(llmq_model *m, int layer)
+{
+    llmq_layer *L = &m->layers[layer];
+    if (L->loaded)
+        return 0;
+    char name[160];
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", layer);
+    if (!(L->attn_norm = load_tensor(m, name, m->cfg.hidden, 0)))
+        goto fail;
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", layer);
+    if (!(L->ffn_norm = load_tensor(m, name, m->cfg.hidden, 0)))
+        goto fail;
+    for (int i = 0; i < LIN_COUNT; i++)
+        if (load_linear(m, layer, (llmq_lin)i, &L->lin[i]))
+            goto fail;
+    L->loaded = 1;
+    if (m->hooks.on_layer && m->hooks.on_layer(m->hooks.ctx, m->b, layer, L)) {
+        llmq_wrap("layer %d", layer);
+        goto fail;
+    }
+    return 0;
+fail:
+    model_unload_layer(m, layer);
+    return -1;
+}
+
+static int alloc_scratch(llmq_model *m)
+{
+    llmq_backend *b = m->b;
+    const llmq_config *c = &m->cfg;
+    size_t es = llmq_dtype_size(b->dt), r = (size_t)m->chunk_rows;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv * c->head_dim;
+    m->head_rows = m->chunk_rows < 2048 ? m->chunk_rows : 2048;
+    if (!(m->xn = b->alloc(b, r * c->hidden * es)) || !(m->q = b->alloc(b, r * qd * es)) ||
+        !(m->k = b->alloc(b, r * kvd * es)) || !(m->v = b->alloc(b, r * kvd * es)) ||
+        !(m->att = b->alloc(b, r * qd * es)) || !(m->o = b->alloc(b, r * c->hidden * es)) ||
+        !(m->gate = b->alloc(b, r * c->ffn * es)) || !(m->up = b->alloc(b, r * c->ffn * es)) ||
+        !(m->ids_dev = b->alloc(b, (size_t)m->max_rows * sizeof(int32_t))) ||
+        !(m->logits = b->alloc(b, (size_t)m->head_rows * c->vocab * es)))
+        return llmq_wrap("allocating activations for %d rows", m->chunk_rows);
+    return 0;
+}
+
+static void free_scratch(llmq_model *m)
+{
+    void **bufs[] = {&m->xn, &m->q, &m->k, &m->v, &m->att, &m->o, &m->gate, &m->up, (void **)&m->ids_dev,
+                     &m->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (*bufs[i])
+            m->b->free(m->b, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+void model_set_chunk_rows(llmq_model *m, int rows)
+{
+    if (rows <= 0 || rows == m->chunk_rows)
+        return;
+    free_scratch(m);
+    m->chunk_rows = rows;
+    /* Errors surface at the next forward through the NULL checks. */
+    alloc_scratch(m);
+}
+
+int model_open(llmq_model **out, const char *dir, llmq_backend *b, int max_rows)
+{
+    llmq_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return llmq_fail("out of memory");
+    m->b = b;
+    m->dir = strdup(dir);
+    m->max_rows = max_rows;
+    m->chunk_rows = max_rows;
+    if (config_load(&m->cfg, dir) || st_model_open(&m->st, dir))
+        goto fail;
+    const llmq_config *c = &m->cfg;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        llmq_fail("out of memory");
+        goto fail;
+    }
+    if (!(m->embed = load_tensor(m, "model.embed_tokens.weight", c->vocab, c->hidden)) ||
+        !(m->final_norm = load_tensor(m, "model.norm.weight", c->hidden, 0)))
+        goto fail;
+    if (c->tied) {
+        m->lm_head = m->embed;
+    } else if (!(m->lm_head = load_tensor(m, "lm_head.weight", c->vocab, c->hidden))) {
+        goto fail;
+    }
+    if (alloc_scratch(m))
+        goto fail;
+    *out = m;
+    return 0;
+fail:
+    model_close(m);
+    return -1;
+}
+
+void model_close(llmq_model *m)
+{
+    if (!m)
+        return;
+    if (m->layers)
+        for (int i = 0; i < m->cfg.n_layers; i++)
+            model_unload_layer(m, i);
+    free(m->layers);
+    free_scratch(m);
+    if (m->lm_head && m->lm_head != m->embed)
+        m->b->free(m->b, m->lm_head);
+    if (m->embed)
+        m->b->free(m->b, m->embed);
+    if (m->final_norm)
+        m->b->free(m->b, m->final_norm);
+    if (m->rope)
+        m->b->free(m->b, m->rope);
+    st_model_close(m->st);
+    free(m->dir);
+    free(m);
+}
+
+void *model_alloc_hidden(llmq_model *m, int rows)
+{
+    return m->b->alloc(m->b, (size_t)rows * m->cfg.hidden * llmq_dtype_size(m->b->dt));
+}
+
+/* The table is indexed by position, so one built for the longest window
+ * serves every shorter one (calibration samples have ragged lengths). */
+static int ensure_rope(llmq_model *m, int seq)
+{
+    if (m->rope && m->rope_seq >= seq)
+        return 0;
+    if (m->rope)
+        m->b->free(m->b, m->rope);
+    size_t n = (size_t)seq * m->cfg.head_dim;
+    float *host = malloc(n * sizeof(float));
+    m->rope = m->b->alloc(m->b, n * sizeof(float));
+    if (!host || !m->rope) {
+        free(host);
+        return llmq_fail("out of memory for the rope table");
+    }
+    rope_table(&m->cfg, seq, host);
+    int rc = m->b->upload(m->b, m->rope, LLMQ_F32, host, LLMQ_F32, n);
+    free(host);
+    m->rope_seq = seq;
+    return rc;
+}
+
+int model_embed(llmq_model *m, void *x, const int32_t *ids, int rows)
+{
+    for (int i = 0; i < rows; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab)
+            return llmq_fail("token id %d at position %d is outside the vocabulary (%d)", ids[i], i, m->cfg.vocab);
+    for (int done = 0; done < rows; done += m->max_rows) {
+        int n = rows - done < m->max_rows ? rows - done : m->max_rows;
+        size_t off = (size_t)done * m->cfg.hidden * llmq_dtype_size(m->b->dt);
+        if (m->b->upload_bytes(m->b, m->ids_dev, ids + done, (size_t)n * sizeof(int32_t)) ||
+            m->b->embed(m->b, (char *)x + off, m->embed, m->ids_dev, n, m->cfg.hidden))
+            return -1;
+    }
+    return 0;
+}
+
+static int run_linear(llmq_model *m, llmq_linear *L, void *y, const void *x, int rows)
+{
+    if (L->forward)
+        return L->forward(L, m->b, y, x, rows);
+    return m->b->linear(m->b, y, x, L->w, L->bias, rows, L->in, L->out);
+}
+
+static int hook_input(llmq_model *m, int layer, llmq_input which, void *x, int rows, int cols)
+{
+    if (!m->hooks.on_input)
+        return 0;
+    return m->hooks.on_input(m->hooks.ctx, m->b, layer, which, x, rows, cols);
+}
+
+/* One chunk of whole windows through one decoder layer (HF LlamaDecoderLayer). */
+static int layer_chunk(llmq_model *m, llmq_layer *L, int layer, void *x, int nwin, int seq)
+{
+    llmq_backend *b = m->b;
+    const llmq_config *c = &m->cfg;
+    int rows = nwin * seq;
+    if (b->rmsnorm(b, m->xn, x, L->attn_norm, rows, c->hidden, c->eps) ||
+        hook_input(m, layer, IN_QKV, m->xn, rows, c->hidden) || run_linear(m, &L->lin[LIN_Q], m->q, m->xn, rows) ||
+        run_linear(m, &L->lin[LIN_K], m->k, m->xn, rows) || run_linear(m, &L->lin[LIN_V], m->v, m->xn, rows) ||
+        b->rope(b, m->q, m->rope, rows, seq, c->n_heads, c->head_dim) ||
+        b->rope(b, m->k, m->rope, rows, seq, c->n_kv, c->head_dim) ||
+        b->attention(b, m->att, m->q, m->k, m->v, nwin, seq, c->n_heads, c->n_kv, c->head_dim) ||
+        hook_input(m, layer, IN_O, m->att, rows, c->n_heads * c->head_dim) ||
+        run_linear(m, &L->lin[LIN_O], m->o, m->att, rows) || b->add(b, x, m->o, (size_t)rows * c->hidden))
+        return -1;
+    if (b->rmsnorm(b, m->xn, x, L->ffn_norm, rows, c->hidden, c->eps) ||
+        hook_input(m, layer, IN_GATEUP, m->xn, rows, c->hidden) ||
+        run_linear(m, &L->lin[LIN_GATE], m->gate, m->xn, rows) ||
+        run_linear(m, &L->lin[LIN_UP], m->up, m->xn, rows) ||
+        b->silu_mul(b, m->gate, m->gate, m->up, (size_t)rows * c->ffn) ||
+        hook_input(m, layer, IN_DOWN, m->gate, rows, c->ffn) ||
+        run_linear(m, &L->lin[LIN_DOWN], m->o, m->gate, rows) || b->add(b, x, m->o, (size_t)rows * c->hidden))
+        return -1;
+    return 0;
+}
+
+int model_layer_forward(llmq_model *m, int layer, void *x, int nwin, int seq)
+{
+    if (seq > m->chunk_rows)
+        return llmq_fail("a window of %d tokens exceeds the %d rows the runner was sized for", seq, m->chunk_rows);
+    if (m->cfg.sliding_window && seq > m->cfg.sliding_window)
+        return llmq_fail("windows of %d tokens exceed the model's sliding window (%d)", seq, m->cfg.sliding_window);
+    if (ensure_rope(m, seq) || model_load_layer(m, layer))
+        return -1;
+    llmq_layer *L = &m->layers[layer];
+    int per_chunk = m->chunk_rows / seq;
+    size_t win_bytes = (size_t)seq * m->cfg.hidden * llmq_dtype_size(m->b->dt);
+    int rc = 0;
+    for (int w = 0; w < nwin && rc == 0; w += per_chunk) {
+        int n = nwin - w < per_chunk ? nwin - w : per_chunk;
+        rc = layer_chunk(m, L, layer, (char *)x + (size_t)w * win_bytes, n, seq);
+    }
+    if (!m->keep_weights)
+        model_unload_layer(m, layer);
+    return rc;
+}
+
+int model_head(llmq_model *m, const void *x, const int32_t *targets, int rows, double *nll, float *logits)
+{
+    llmq_backend *b = m->b;
+    const llmq_config *c = &m->cfg;
+    size_t es = llmq_dtype_size(b->dt);
+    for (int r0 = 0; r0 < rows; r0 += m->head_rows) {
+        int n = rows - r0 < m->head_rows ? rows - r0 : m->head_rows;
+        const char *xr = (const char *)x + (size_t)r0 * c->hidden * es;
+        double part = 0.0;
+        if (b->rmsnorm(b, m->xn, xr, m->final_norm, n, c->hidden, c->eps) ||
+            b->linear(b, m->logits, m->xn, m->lm_head, NULL, n, c->hidden, c->vocab) ||
+            b->upload_bytes(b, m->ids_dev, targets + r0, (size_t)n * sizeof(int32_t)) ||
+            b->nll(b, &part, m->logits, m->ids_dev, n, c->vocab))
+            return -1;
+        *nll += part;
+        if (logits && b->download_f32(b, logits + (size_t)r0 * c->vocab, m->logits, b->dt, (size_t)n * c->vocab))
+            return -1;
+    }
+    return 0;
+}
+
+int model_forward(llmq_model *m, const int32_t *ids, int nwin, int seq, double *nll, float *logits)
+{
+    int rows = nwin * seq;
+    if (rows > m->max_rows)
+        return llmq_fail("batch of %d rows exceeds the %d the runner was sized for", rows, m->max_rows);
+    int32_t *targets = malloc((size_t)rows * sizeof(int32_t));
+    void *x = model_alloc_hidden(m, rows);
+    int rc = -1;
+    if (!targets || !x) {
+        llmq_fail("out of memory for %d rows", rows);
+        goto done;
+    }
+    for (int w = 0; w < nwin; w++)
+        for (int t = 0; t < seq; t++)
+            targets[(size_t)w * seq + t] = t + 1 < seq ? ids[(size_t)w * seq + t + 1] : -1;
+    if (model_embed(m, x, ids, rows))
+        goto done;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (model_layer_forward(m, l, x, nwin, seq))
+            goto done;
+    rc = model_head(m, x, targets, rows, nll, logits);
+done:
+    if (x)
+        m->b->free(m->b, x);
+    free(targets);
+    return rc;
+}

@@ -1,0 +1,20 @@
+/* Small helpers shared by the llmq command-line tools. */
+#ifndef LLMQ_CLI_H
+#define LLMQ_CLI_H
+
+#include "../backend.h"
+#include "../error.h"
+
+/* The program name used in messages (set first thing in main). */
+void cli_set_prog(const char *prog);
+/* Print "prog: error: ..." and exit(2) (usage errors). */
+void cli_die(const char *prog, const char *fmt, ...) LLMQ_PRINTF(2, 3);
+/* The value after option argv[*i] (advances *i), or die. */
+const char *cli_value(int argc, char **argv, int *i);
+/* An integer value in [lo, hi], or die naming the option. */
+long cli_long(int argc, char **argv, int *i, long lo, long hi);
+double cli_double(int argc, char **argv, int *i, double lo, double hi);
+/* Backend from --device (cpu|cuda|auto) and --dtype (f32|f16|bf16|NULL). */
+int cli_backend(const char *prog, const char *device, const char *dtype, llmq_backend **out);
+
+#endif
