@@ -22,6 +22,12 @@ int calib_pass_begin(calib_pass *p, llmq_model *m, const calib_set *set);
 /* Run `layer` in place over samples [first, first + count); the layer's
  * weights stay loaded (the caller unloads with model_unload_layer). */
 int calib_pass_layer(calib_pass *p, int layer, int first, int count);
+/* The same on another buffer laid out like p->state (a scratch copy: GPTQ
+ * observes a layer on a copy, then runs the quantized layer on the state). */
+int calib_pass_layer_on(calib_pass *p, void *state, int layer, int first, int count);
+/* A backend buffer the size of the state. */
+void *calib_pass_alloc_like(calib_pass *p);
+size_t calib_pass_bytes(const calib_pass *p);
 void calib_pass_end(calib_pass *p);
 
 /* Rows per runner chunk for a set: whole samples, about `target` rows. */

@@ -1311,3 +1311,13 @@ int st_write_sharded(st_writer *w, const char *dir, size_t max_shard_bytes)
         return write_single(w, dir);
     return write_shards(w, dir, max_shard_bytes);
 }
+
+const char *st_model_metadata(const st_model *m, const char *key)
+{
+    for (int i = 0; i < m->nfiles; i++) {
+        const char *v = st_metadata(m->files[i], key);
+        if (v)
+            return v;
+    }
+    return NULL;
+}

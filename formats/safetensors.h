@@ -53,6 +53,8 @@ typedef struct st_model st_model;
 int st_model_open(st_model **out, const char *dir);
 void st_model_close(st_model *m);
 int st_model_count(const st_model *m);
+/* A __metadata__ value from the first shard that has the key, or NULL. */
+const char *st_model_metadata(const st_model *m, const char *key);
 const st_tensor *st_model_at(const st_model *m, int i);
 const st_tensor *st_model_find(const st_model *m, const char *name);
 

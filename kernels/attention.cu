@@ -47,7 +47,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void *p)
 }
 
 /* d += a b for one m16n8k16 tile, fp32 accumulate. */
-template <typename T> __device__ __forceinline__ void mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned b1);
+template <typename T>
+__device__ __forceinline__ void mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned b1);
 template <> __device__ __forceinline__ void mma16816<__half>(float d[4], const unsigned a[4], unsigned b0, unsigned b1)
 {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "

@@ -131,6 +131,12 @@ static int cu_sync(llmq_backend *b)
     return 0;
 }
 
+static int cu_copy(llmq_backend *b, void *dst, const void *src, size_t nbytes)
+{
+    CUDA_TRY(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, ctx(b)->stream));
+    return 0;
+}
+
 /* ---- products (cuBLAS) ---- */
 
 /* Row-major y[rows,out] = x[rows,in] W[out,in]^T is column-major
@@ -363,6 +369,7 @@ extern "C" int llmq_backend_cuda(llmq_backend **out, int device, llmq_dtype dt)
     b->upload_bytes = cu_upload_bytes;
     b->download_f32 = cu_download_f32;
     b->sync = cu_sync;
+    b->copy = cu_copy;
     b->embed = cu_embed;
     b->rmsnorm = cu_rmsnorm;
     b->linear = cu_linear;

@@ -8,42 +8,8 @@
 
 #include "../src/error.h"
 #include "../src/fileio.h"
+#include "../formats/hfdir.h"
 #include "smooth.h"
-
-/* Files of a Hugging Face directory that smoothing does not change. */
-static const char *const g_copy_files[] = {
-    "config.json",     "generation_config.json",  "tokenizer.json",    "tokenizer_config.json",
-    "tokenizer.model", "special_tokens_map.json", "added_tokens.json", "vocab.json",
-    "merges.txt",      NULL,
-};
-
-/* Shard like the input: a sharded input gives its largest shard's size as
- * the limit; a single file stays a single file. */
-static size_t input_shard_bytes(const st_model *m, const char *dir)
-{
-    char *index = llmq_path_join(dir, "model.safetensors.index.json");
-    int sharded = index && llmq_file_exists(index);
-    free(index);
-    if (!sharded)
-        return 0;
-    size_t best = 0;
-    int n = st_model_count(m);
-    for (int i = 0; i < n; i++) {
-        const char *file = st_model_at(m, i)->file;
-        int seen = 0;
-        for (int k = 0; k < i && !seen; k++)
-            seen = strcmp(st_model_at(m, k)->file, file) == 0;
-        if (seen)
-            continue;
-        size_t bytes = 0;
-        for (int k = i; k < n; k++)
-            if (strcmp(st_model_at(m, k)->file, file) == 0)
-                bytes += st_model_at(m, k)->nbytes;
-        if (bytes > best)
-            best = bytes;
-    }
-    return best;
-}
 
 static int add_metadata(st_writer *w, const smooth_opts *o, const smooth_result *res)
 {
@@ -70,21 +36,6 @@ static int add_metadata(st_writer *w, const smooth_opts *o, const smooth_result 
     return 0;
 }
 
-static int copy_side_files(const char *src, const char *dst)
-{
-    for (int i = 0; g_copy_files[i]; i++) {
-        char *from = llmq_path_join(src, g_copy_files[i]), *to = llmq_path_join(dst, g_copy_files[i]);
-        int rc = from && to ? 0 : llmq_fail("out of memory");
-        if (!rc && llmq_file_exists(from))
-            rc = llmq_copy_file(from, to);
-        free(from);
-        free(to);
-        if (rc)
-            return -1;
-    }
-    return 0;
-}
-
 /* The new data of tensor t, or NULL when it is copied unchanged. */
 static const void *replacement_of(const st_tensor *const *changed, const void *const *data, int n, const st_tensor *t)
 {
@@ -95,7 +46,7 @@ static const void *replacement_of(const st_tensor *const *changed, const void *c
 }
 
 int smooth_write_output(const smooth_opts *o, const st_model *m, const st_tensor *const *changed,
-                        const void *const *data, int n_changed, const smooth_result *res, smooth_outdir *d)
+                        const void *const *data, int n_changed, const smooth_result *res, llmq_outdir *d)
 {
     st_writer *w = st_writer_new();
     if (!w)
@@ -109,17 +60,17 @@ int smooth_write_output(const smooth_opts *o, const st_model *m, const st_tensor
          * byte-identical, and never held twice in memory. */
         rc = st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, nd ? nd : t->data);
     }
-    size_t max = o->max_shard_bytes ? o->max_shard_bytes : input_shard_bytes(m, o->model_dir);
+    size_t max = o->max_shard_bytes ? o->max_shard_bytes : hfdir_shard_bytes(m, o->model_dir);
     if (!rc)
-        rc = smooth_outdir_create(d);
+        rc = llmq_outdir_create(d);
     if (!rc)
         rc = st_write_sharded(w, d->tmp, max);
     if (!rc)
-        rc = copy_side_files(o->model_dir, d->tmp);
+        rc = hfdir_copy_side_files(o->model_dir, d->tmp);
     if (!rc)
-        rc = smooth_outdir_commit(d);
+        rc = llmq_outdir_commit(d);
     else
-        smooth_outdir_abort(d);
+        llmq_outdir_abort(d);
     st_writer_free(w);
     return rc;
 }

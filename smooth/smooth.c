@@ -315,8 +315,8 @@ int smooth_model(const smooth_opts *o, smooth_result *res)
     if (!is_auto && !(o->alpha >= 0.0 && o->alpha <= 1.0))
         return llmq_fail("alpha %g is outside [0, 1]", o->alpha);
 
-    smooth_outdir d;
-    if (smooth_outdir_begin(&d, o->out_dir, o->model_dir, o->force))
+    llmq_outdir d;
+    if (llmq_outdir_begin(&d, o->out_dir, o->model_dir, o->force))
         return -1;
     llmq_config c;
     st_model *m = NULL;
@@ -345,7 +345,7 @@ int smooth_model(const smooth_opts *o, smooth_result *res)
     rc = smooth_write_output(o, m, rep.t, (const void *const *)rep.data, rep.n, res, &d); /* commits or aborts d */
     goto done;
 fail:
-    smooth_outdir_abort(&d);
+    llmq_outdir_abort(&d);
 done:
     if (rc || res == &local)
         smooth_result_free(res);

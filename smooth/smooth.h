@@ -31,6 +31,7 @@
 
 #include "../formats/config.h"
 #include "../formats/safetensors.h"
+#include "../src/outdir.h"
 #include "../src/dtype.h"
 
 /* The linear groups that share one input. */
@@ -130,30 +131,6 @@ int smooth_read_act(const st_file *f, const char *path, int layer, smooth_group 
 /* The held-out inputs of group g of layer i ([T, in] fp32, malloc'd). */
 int smooth_read_heldout(const st_file *f, const char *path, int layer, smooth_group g, float **x, int *T);
 
-/* ---- the output directory (smooth/outdir.c) ----
- * Everything is written into "OUT.tmp.<pid>" and renamed onto OUT only when
- * complete, so an error or a crash never leaves a directory that looks like
- * a model. */
-typedef struct {
-    char *out, *tmp;
-    int replace;       /* OUT exists and is not empty: replaced at commit (--force) */
-    char *made_parent; /* the highest parent directory we created, removed on abort */
-    int created;       /* tmp exists */
-} smooth_outdir;
-
-/* Check OUT before any work: a non-empty OUT is refused without force, as
- * is OUT being (or resolving to) the input directory `src`. Creates nothing. */
-int smooth_outdir_begin(smooth_outdir *d, const char *out, const char *src, int force);
-/* Create the parents of OUT as needed, then the temporary directory. After
- * begin succeeds, every path ends in commit or abort (which also undoes a
- * failed create). */
-int smooth_outdir_create(smooth_outdir *d);
-/* Rename the temporary onto OUT (replacing the old OUT only after the new
- * one is in place) and release d. */
-int smooth_outdir_commit(smooth_outdir *d);
-/* Remove the temporary directory and any parents created; release d. */
-void smooth_outdir_abort(smooth_outdir *d);
-
 /* ---- the whole model (smooth/smooth.c) ---- */
 
 #define SMOOTH_ALPHA_AUTO (-1.0)
@@ -192,7 +169,7 @@ void smooth_result_free(smooth_result *r);
  * d's temporary directory with the metadata and side files, then commit d
  * (or abort it on any error). */
 int smooth_write_output(const smooth_opts *o, const st_model *m, const st_tensor *const *changed,
-                        const void *const *data, int n_changed, const smooth_result *res, smooth_outdir *d);
+                        const void *const *data, int n_changed, const smooth_result *res, llmq_outdir *d);
 
 /* The alphas as JSON: {"qkv":[..],"gateup":[..],...} for the groups in
  * mask (malloc'd; NULL when out of memory). */

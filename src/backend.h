@@ -38,6 +38,8 @@ struct llmq_backend {
     /* Backend src (n elements of float type src_dt) -> host float32. Synchronizes. */
     int (*download_f32)(llmq_backend *b, float *dst, const void *src, llmq_dtype src_dt, size_t n);
     int (*sync)(llmq_backend *b);
+    /* Backend to backend copy of nbytes. */
+    int (*copy)(llmq_backend *b, void *dst, const void *src, size_t nbytes);
 
     /* ---- the Llama forward ---- */
     /* out[r,:] = table[ids[r],:]; ids: int32 in backend memory; table [vocab, dim]. */

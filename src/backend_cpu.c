@@ -55,6 +55,13 @@ static int cpu_sync(llmq_backend *b)
     return 0;
 }
 
+static int cpu_copy(llmq_backend *b, void *dst, const void *src, size_t nbytes)
+{
+    (void)b;
+    memcpy(dst, src, nbytes);
+    return 0;
+}
+
 static int cpu_embed(llmq_backend *b, void *out, const void *table, const int32_t *ids, int rows, int dim)
 {
     (void)b;
@@ -288,6 +295,7 @@ int llmq_backend_cpu(llmq_backend **out)
     b->upload_bytes = cpu_upload_bytes;
     b->download_f32 = cpu_download_f32;
     b->sync = cpu_sync;
+    b->copy = cpu_copy;
     b->embed = cpu_embed;
     b->rmsnorm = cpu_rmsnorm;
     b->linear = cpu_linear;

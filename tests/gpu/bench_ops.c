@@ -204,7 +204,8 @@ static void bench_layer(llmq_dtype dt, int batch, int kv)
     double flops = 2.0 * R * D * (2.0 * D + 2.0 * KV) + 2.0 * R * D * F * 3.0;
     printf("layer      %-4s batch=%d rows=%zu kv=%d: gemms %.3f ms (%.0f TFLOP/s), layer %.3f ms, gemm/layer %.3f\n",
            llmq_dtype_name(dt), batch, R, kv, tg, flops / tg * 1e-9, tl, tg / tl);
-    void *bufs[] = {L.x, L.h, L.q, L.k, L.v, L.a, L.gt, L.up, L.wq, L.wk, L.wv, L.wo, L.wg, L.wu, L.wd, L.n1, L.n2, L.cs};
+    void *bufs[] = {L.x,  L.h,  L.q,  L.k,  L.v,  L.a,  L.gt, L.up, L.wq,
+                    L.wk, L.wv, L.wo, L.wg, L.wu, L.wd, L.n1, L.n2, L.cs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         g->free(g, bufs[i]);
 }

@@ -13,9 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../src/error.h"
-#include "../src/fileio.h"
-#include "smooth.h"
+#include "error.h"
+#include "fileio.h"
+#include "outdir.h"
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -53,7 +53,7 @@ static char *with_suffix(const char *s, const char *suffix)
     return p;
 }
 
-static void release(smooth_outdir *d)
+static void release(llmq_outdir *d)
 {
     free(d->out);
     free(d->tmp);
@@ -76,7 +76,7 @@ static int check_not_source(const char *out, const char *src)
     return 0;
 }
 
-int smooth_outdir_begin(smooth_outdir *d, const char *out, const char *src, int force)
+int llmq_outdir_begin(llmq_outdir *d, const char *out, const char *src, int force)
 {
     memset(d, 0, sizeof *d);
     if (!out || !out[0])
@@ -117,7 +117,7 @@ int smooth_outdir_begin(smooth_outdir *d, const char *out, const char *src, int 
 
 /* mkdir -p the parent of d->out, remembering the highest directory made so
  * abort can remove exactly those. */
-static int make_parents(smooth_outdir *d)
+static int make_parents(llmq_outdir *d)
 {
     char *p = strdup(d->out);
     if (!p)
@@ -150,7 +150,7 @@ static int make_parents(smooth_outdir *d)
 
 /* Remove the parents make_parents created, deepest first; rmdir only
  * removes empty directories, so nothing else can be lost. */
-static void remove_parents(smooth_outdir *d)
+static void remove_parents(llmq_outdir *d)
 {
     if (!d->made_parent)
         return;
@@ -164,7 +164,7 @@ static void remove_parents(smooth_outdir *d)
     free(p);
 }
 
-int smooth_outdir_create(smooth_outdir *d)
+int llmq_outdir_create(llmq_outdir *d)
 {
     if (make_parents(d))
         return -1;
@@ -190,7 +190,7 @@ static void sync_parent(const char *out)
     free(p);
 }
 
-int smooth_outdir_commit(smooth_outdir *d)
+int llmq_outdir_commit(llmq_outdir *d)
 {
     int rc = 0;
     char *old = NULL;
@@ -211,7 +211,7 @@ int smooth_outdir_commit(smooth_outdir *d)
     }
     free(old);
     if (rc) {
-        smooth_outdir_abort(d);
+        llmq_outdir_abort(d);
         return -1;
     }
     sync_parent(d->out);
@@ -219,7 +219,7 @@ int smooth_outdir_commit(smooth_outdir *d)
     return 0;
 }
 
-void smooth_outdir_abort(smooth_outdir *d)
+void llmq_outdir_abort(llmq_outdir *d)
 {
     if (d->created)
         remove_tree(d->tmp);

@@ -1,0 +1,36 @@
+/* llmq-gptq's job: quantize every linear of a model and export it.
+ *
+ * GPTQ runs sequentially, layer by layer, as the reference does: the
+ * calibration activations of layer i come from layers 0..i-1 already
+ * quantized. For each layer, the inputs are observed on a scratch copy of
+ * the hidden states (accumulating the Hessians), the modules are solved and
+ * their dequantized weights put back into the layer, and then the quantized
+ * layer runs on the real hidden states to feed the next one. With
+ * true-sequential the observation is split in four stages (q/k/v, o,
+ * gate/up, down), each seeing the modules of the earlier stages quantized.
+ * RTN and NF4 need no calibration data: each weight is quantized on its own. */
+#ifndef LLMQ_GPTQ_PIPELINE_H
+#define LLMQ_GPTQ_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../formats/export.h"
+#include "../src/backend.h"
+
+typedef struct {
+    const char *model, *data, *field, *out;
+    int samples, seqlen;
+    uint64_t seed;
+    int records; /* SmoothQuant-style record sampling instead of windows */
+    export_format format;
+    export_settings s; /* method, bits, group, sym, act_order, static_groups, true_sequential, damp */
+    int block;
+    int skip_unfit, force, quiet;
+    size_t shard_bytes; /* 0 = shard like the input */
+    const char *dump_dir; /* write W and H of every module here (for the reference check) */
+} gptq_job;
+
+int gptq_run(const gptq_job *j, llmq_backend *b);
+
+#endif
