@@ -259,7 +259,9 @@ static cJSON *quant_config(const export_ctx *e)
     cJSON_AddBoolToObject(q, "desc_act", s->act_order);
     cJSON_AddBoolToObject(q, "static_groups", s->static_groups);
     cJSON_AddBoolToObject(q, "true_sequential", s->true_sequential);
-    cJSON_AddNumberToObject(q, "damp_percent", s->damp);
+    char damp[32]; /* the value as typed (0.01), not its float32 neighbour */
+    snprintf(damp, sizeof damp, "%.6g", (double)s->damp);
+    cJSON_AddNumberToObject(q, "damp_percent", strtod(damp, NULL));
     cJSON_AddStringToObject(q, "checkpoint_format", export_format_name(e->f));
     cJSON_AddBoolToObject(q, "lm_head", 0);
     cJSON_AddStringToObject(q, "quantizer", "llmq " LLMQ_VERSION);

@@ -38,30 +38,38 @@ typedef struct {
 
 static int is_skipped(const job_state *js, int layer, llmq_lin w) { return js->skip[layer * LIN_COUNT + w]; }
 
-/* Check every module against the export format before any work. */
+/* Check every module against the export format before any work. The
+ * message names each kind of module that does not fit, with its first layer
+ * and how many layers share the problem. */
 static int check_fit(job_state *js)
 {
     const gptq_job *j = js->j;
     char bad[1024] = "";
     int nbad = 0;
-    for (int l = 0; l < js->c->n_layers; l++)
-        for (int w = 0; w < LIN_COUNT; w++) {
-            int in, out;
-            const char *why = NULL;
-            config_lin_shape(js->c, (llmq_lin)w, &in, &out);
+    for (int w = 0; w < LIN_COUNT; w++) {
+        int in, out, first = -1, count = 0;
+        const char *why = NULL;
+        config_lin_shape(js->c, (llmq_lin)w, &in, &out);
+        for (int l = 0; l < js->c->n_layers; l++) {
             if (export_fits(j->format, &j->s, out, in, &why) == 0)
                 continue;
             js->skip[l * LIN_COUNT + w] = 1;
-            if (nbad++ < 8) {
-                size_t n = strlen(bad);
-                snprintf(bad + n, sizeof bad - n, "%s%s [%d x %d]: %s", n ? "; " : "", config_lin_name((llmq_lin)w),
-                         out, in, why ? why : "does not fit");
-            }
+            first = first < 0 ? l : first;
+            count++;
         }
+        if (!count)
+            continue;
+        nbad += count;
+        size_t n = strlen(bad);
+        char prefix[128];
+        model_lin_prefix(first, (llmq_lin)w, prefix, sizeof prefix);
+        snprintf(bad + n, sizeof bad - n, "%s%s [%d x %d]%s: %s", n ? "; " : "", prefix, out, in,
+                 count > 1 ? " and the same in the other layers" : "", why ? why : "does not fit");
+    }
     if (nbad && !j->skip_unfit)
-        return llmq_fail("%d modules cannot be stored in the %s format (%s%s); use --format llmq, or --skip-unfit to "
+        return llmq_fail("%d modules cannot be stored in the %s format: %s. Use --format llmq, or --skip-unfit to "
                          "keep them in float",
-                         nbad, export_format_name(j->format), bad, nbad > 8 ? "; ..." : "");
+                         nbad, export_format_name(j->format), bad);
     if (nbad && !j->quiet)
         fprintf(stderr, "llmq-gptq: %d modules do not fit the %s layout and stay in float (%s)\n", nbad,
                 export_format_name(j->format), bad);
@@ -230,6 +238,13 @@ static int solve_stage(job_state *js, llmq_model *m, calib_hessian *hs, int l, u
         }
         if (rc == 0)
             rc = quantize_weight(js, l, w, W, lin->out, lin->in, H);
+        if (rc == 0 && js->j->dump_dir) {
+            /* The fake-quant weights, for the round trip against the export. */
+            char path[512], prefix[128];
+            model_lin_prefix(l, w, prefix, sizeof prefix);
+            snprintf(path, sizeof path, "%s/%s.Wq.f32", js->j->dump_dir, prefix);
+            rc = llmq_write_file(path, W, nw * sizeof(float));
+        }
         if (rc == 0)
             rc = b->upload(b, lin->w, b->dt, W, LLMQ_F32, nw);
         free(W), free(H);

@@ -158,6 +158,14 @@ fail:
     return -1;
 }
 
+int model_load_all(llmq_model *m)
+{
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (model_load_layer(m, l))
+            return -1;
+    return m->b->sync(m->b);
+}
+
 static int alloc_scratch(llmq_model *m)
 {
     llmq_backend *b = m->b;

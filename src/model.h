@@ -66,6 +66,8 @@ void model_keep_weights(llmq_model *m, int keep);
 void model_set_chunk_rows(llmq_model *m, int rows);
 
 int model_load_layer(llmq_model *m, int layer);
+/* Load every layer now (evaluation: weights resident, upload timed apart). */
+int model_load_all(llmq_model *m);
 void model_unload_layer(llmq_model *m, int layer);
 llmq_layer *model_layer(llmq_model *m, int layer);
 /* HF tensor name of a linear's weight: "model.layers.3.mlp.up_proj". */

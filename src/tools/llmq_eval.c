@@ -10,6 +10,7 @@
 #include "../model.h"
 #include "../fakequant.h"
 #include "../perplexity.h"
+#include "../progress.h"
 #include "cli.h"
 
 static const char *USAGE =
@@ -128,6 +129,10 @@ int main(int argc, char **argv)
     model_keep_weights(m, 1);
     if ((fq.weight || fq.act) && fq_install(m, &fq, &fqs))
         goto done;
+    double t_load = llmq_now();
+    if (model_load_all(m))
+        goto done;
+    t_load = llmq_now() - t_load;
     ppl_opts o = {.ctx = (int)ctx, .max_windows = max_windows, .batch = (int)batch, .quiet = quiet || json};
     ppl_result r;
     if (ppl_run(m, ids, n, &o, &r))
@@ -135,8 +140,9 @@ int main(int argc, char **argv)
     const char *dt = llmq_dtype_name(b->dt);
     if (json)
         printf("{\"ppl\": %.6f, \"windows\": %ld, \"tokens\": %ld, \"tokens_per_s\": %.1f, \"ctx\": %ld, "
-               "\"seconds\": %.3f, \"device\": \"%s\", \"dtype\": \"%s\", \"text_tokens\": %zu}\n",
-               r.ppl, r.windows, r.tokens, r.tokens_per_s, ctx, r.seconds, b->name, dt, n);
+               "\"seconds\": %.3f, \"load_seconds\": %.3f, \"device\": \"%s\", \"dtype\": \"%s\", "
+               "\"text_tokens\": %zu}\n",
+               r.ppl, r.windows, r.tokens, r.tokens_per_s, ctx, r.seconds, t_load, b->name, dt, n);
     else
         printf("ppl %.5f  (ctx %ld, %ld windows, %ld scored tokens, %.0f tokens/s, %s %s)\n", r.ppl, ctx,
                r.windows, r.tokens, r.tokens_per_s, b->name, dt);

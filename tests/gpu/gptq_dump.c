@@ -26,6 +26,7 @@
 
 #include "gptq/gptq.h"
 #include "src/error.h"
+#include "src/fileio.h"
 
 /* ---- deterministic random numbers ---- */
 
@@ -71,7 +72,23 @@ static int make_dir(const char *path)
 typedef struct {
     const char *name;
     int out, in, tokens, rank;
+    const char *from; /* "DUMPDIR/PREFIX": W and H written by llmq-gptq --dump */
 } problem;
+
+/* A raw float32 file of exactly n values. */
+static float *read_f32(const char *path, size_t n)
+{
+    char *data;
+    size_t len;
+    if (llmq_read_file(path, &data, &len))
+        return NULL;
+    if (len != n * sizeof(float)) {
+        llmq_fail("%s: %zu bytes, expected %zu", path, len, n * sizeof(float));
+        free(data);
+        return NULL;
+    }
+    return (float *)data;
+}
 
 typedef struct {
     const char *name;
@@ -122,15 +139,28 @@ static int run_problem(const char *dir, const problem *pb, const config *cfgs, i
     const size_t N = (size_t)pb->out, K = (size_t)pb->in;
     float *W = malloc(N * K * sizeof(float)), *Wc = malloc(N * K * sizeof(float));
     float *Hc = malloc(K * K * sizeof(float));
-    float *H = make_hessian(pb->in, pb->tokens, pb->rank);
+    char path[1400];
+    if (pb->from)
+        snprintf(path, sizeof path, "%s.H.f32", pb->from);
+    float *H = pb->from ? read_f32(path, K * K) : make_hessian(pb->in, pb->tokens, pb->rank);
     if (!W || !Wc || !Hc || !H) {
         free(W), free(Wc), free(Hc), free(H);
         return llmq_fail("out of memory");
     }
-    for (size_t n = 0; n < N; n++) {
-        float rs = n % 17 == 3 ? 0.08f : 0.02f; /* a few rows of larger weights */
-        for (size_t k = 0; k < K; k++)
-            W[n * K + k] = rs * grand();
+    if (pb->from) {
+        /* A real module: the weights and Hessian llmq-gptq saw. */
+        snprintf(path, sizeof path, "%s.W.f32", pb->from);
+        float *Wr = read_f32(path, N * K);
+        if (!Wr)
+            goto fail;
+        memcpy(W, Wr, N * K * 4);
+        free(Wr);
+    } else {
+        for (size_t n = 0; n < N; n++) {
+            float rs = n % 17 == 3 ? 0.08f : 0.02f; /* a few rows of larger weights */
+            for (size_t k = 0; k < K; k++)
+                W[n * K + k] = rs * grand();
+        }
     }
     if (write_file(cdir, "W.bin", W, N * K * 4) < 0 || write_file(cdir, "H.bin", H, K * K * 4) < 0)
         goto fail;
@@ -188,16 +218,17 @@ fail:
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    if (argc < 2 || argc == 3) {
+        fprintf(stderr, "usage: %s DIR [LLMQ_DUMP_DIR PREFIX:OUT:IN ...]\n"
+                        "  with LLMQ_DUMP_DIR (from llmq-gptq --dump), the named real modules too\n", argv[0]);
         return 2;
     }
     const char *dir = argv[1];
     static const problem problems[] = {
-        {"w256x512", 256, 512, 2048, 64},
-        {"w512x1024", 512, 1024, 4096, 128},
-        {"w172x64", 172, 64, 512, 16},
-        {"w64x172", 64, 172, 512, 24}, /* K = 172: a partial last group at G = 32 */
+        {"w256x512", 256, 512, 2048, 64, NULL},
+        {"w512x1024", 512, 1024, 4096, 128, NULL},
+        {"w172x64", 172, 64, 512, 16, NULL},
+        {"w64x172", 64, 172, 512, 24, NULL}, /* K = 172: a partial last group at G = 32 */
     };
     static const config configs[] = {
         {"plain", 4, 32, 1, 0, 0},
@@ -224,6 +255,23 @@ int main(int argc, char **argv)
             llmq_print_error(argv[0]);
             return 1;
         }
+    for (int a = 3; a < argc; a++) {
+        char prefix[256], from[1200], name[64];
+        int out, in;
+        if (sscanf(argv[a], "%255[^:]:%d:%d", prefix, &out, &in) != 3 || out <= 0 || in <= 0) {
+            fprintf(stderr, "%s: '%s' is not PREFIX:OUT:IN\n", argv[0], argv[a]);
+            fclose(man);
+            return 2;
+        }
+        snprintf(from, sizeof from, "%s/%s", argv[2], prefix);
+        snprintf(name, sizeof name, "real%d", a - 2);
+        problem pb = {name, out, in, 0, 0, from};
+        if (run_problem(dir, &pb, configs, (int)(sizeof configs / sizeof configs[0]), man, 0) < 0) {
+            fclose(man);
+            llmq_print_error(argv[0]);
+            return 1;
+        }
+    }
     fprintf(man, "\n]}\n");
     if (fclose(man) != 0) {
         fprintf(stderr, "%s: write failed\n", path);
