@@ -16,6 +16,7 @@
 #include "../src/outdir.h"
 #include "../src/progress.h"
 #include "gptq.h"
+#include "gptq_cuda.h"
 
 /* One row of quant_log.csv. */
 typedef struct {
@@ -34,6 +35,7 @@ typedef struct {
     FILE *log;
     unsigned char *skip; /* [n_layers * LIN_COUNT] kept in float */
     double t_solve, t_forward, t_pack;
+    int gpu_solver;
 } job_state;
 
 static int is_skipped(const job_state *js, int layer, llmq_lin w) { return js->skip[layer * LIN_COUNT + w]; }
@@ -91,6 +93,19 @@ static int log_module(job_state *js, int layer, llmq_lin w, const llmq_qweight *
     return ferror(js->log) ? llmq_fail("quant_log.csv: write error") : 0;
 }
 
+/* GPTQ on the GPU when the forward runs there (same contract and, up to
+ * rounding ties, the same codes as the CPU solver: tests/gpu/test_gptq_cuda.c). */
+static int solve(job_state *js, float *W, int out, int in, float *H, const gptq_params *p, llmq_qweight *qw,
+                 gptq_stats *st)
+{
+#ifdef LLMQ_HAVE_CUDA
+    if (js->gpu_solver)
+        return gptq_solve_cuda(W, out, in, H, p, qw, st);
+#endif
+    (void)js;
+    return gptq_solve(W, out, in, H, p, qw, st);
+}
+
 /* Quantize one weight W [out, in] (host fp32) with the job's method; W
  * becomes the dequantized result. H is used (and destroyed) by GPTQ. */
 static int quantize_weight(job_state *js, int layer, llmq_lin w, float *W, int out, int in, float *H)
@@ -133,7 +148,7 @@ static int quantize_weight(job_state *js, int layer, llmq_lin w, float *W, int o
         gptq_params_default(&p);
         p.bits = j->s.bits, p.group = j->s.group, p.sym = j->s.sym, p.act_order = j->s.act_order;
         p.static_groups = j->s.static_groups, p.damp = j->s.damp, p.block = j->block, p.scale_f16 = 0;
-        rc = gptq_solve(W, out, in, H, &p, &qw, &stats);
+        rc = solve(js, W, out, in, H, &p, &qw, &stats);
         loss = stats.loss;
         if (rc == 0 && stats.retries && !j->quiet)
             fprintf(stderr, "\nllmq-gptq: %s: Hessian not positive definite, retried %d times, damp %.3g\n", prefix,
@@ -268,6 +283,7 @@ static int run_gptq(job_state *js, llmq_backend *b)
                                                  j->seed))
         goto done;
     int chunk = calib_chunk_rows(&set, strcmp(b->name, "cpu") ? 16384 : 8192);
+    js->gpu_solver = strcmp(b->name, "cuda") == 0 && !j->cpu_solver;
     if (model_open(&m, j->model, b, chunk) || hessian_new(&hs, m))
         goto done;
     llmq_hooks hooks = hessian_hooks(hs);
@@ -275,8 +291,10 @@ static int run_gptq(job_state *js, llmq_backend *b)
     if (calib_pass_begin(&pass, m, &set) || !(scratch = calib_pass_alloc_like(&pass)))
         goto done;
     if (!j->quiet)
-        fprintf(stderr, "llmq-gptq: %d calibration samples, %zu tokens; hidden states 2 x %.1f MiB on %s\n", set.n,
-                (size_t)set.off[set.n], (double)calib_pass_bytes(&pass) / 1048576.0, b->name);
+        fprintf(stderr,
+                "llmq-gptq: %d calibration samples, %zu tokens; hidden states 2 x %.1f MiB on %s; solver on the %s\n",
+                set.n, (size_t)set.off[set.n], (double)calib_pass_bytes(&pass) / 1048576.0, b->name,
+                js->gpu_solver ? "GPU" : "CPU");
     const unsigned all = (1u << IN_COUNT) - 1;
     const unsigned stages_ts[4] = {1u << IN_QKV, 1u << IN_O, 1u << IN_GATEUP, 1u << IN_DOWN};
     int nstages = j->s.true_sequential ? 4 : 1;

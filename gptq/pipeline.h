@@ -29,6 +29,7 @@ typedef struct {
     int skip_unfit, force, quiet;
     size_t shard_bytes; /* 0 = shard like the input */
     const char *dump_dir; /* write W and H of every module here (for the reference check) */
+    int cpu_solver;       /* solve on the CPU even when the forward runs on CUDA */
 } gptq_job;
 
 int gptq_run(const gptq_job *j, llmq_backend *b);

@@ -217,6 +217,33 @@ struct block_args {
     int N, K, G, i1, cnt, maxq, sym, scale_f16, dyn;
 };
 
+/* Batches of UPD row updates: all loads of a batch are issued before its
+ * stores. With the thread count T unknown at compile time the compiler
+ * cannot prove that sw[k * T + t] and sw[(k + 1) * T + t] differ, and
+ * would otherwise wait for each store before the next load (one shared
+ * memory round trip per element: 5x slower on an H200). */
+#define UPD 16
+
+/* w1[k] -= err * u[k] for k in [k0, cnt): gptq.c's axpy_neg, each product
+ * rounded, then subtracted. u[k] is at urow[k * ustride]. */
+__device__ __forceinline__ void update_row(float *sw, int T, int t, const float *urow, size_t ustride, int k0,
+                                           int cnt, float err)
+{
+    for (int k = k0; k < cnt; k += UPD) {
+        float v[UPD], u[UPD];
+#pragma unroll
+        for (int q = 0; q < UPD; q++)
+            if (k + q < cnt) {
+                v[q] = sw[(k + q) * T + t];
+                u[q] = urow[(size_t)(k + q) * ustride];
+            }
+#pragma unroll
+        for (int q = 0; q < UPD; q++)
+            if (k + q < cnt)
+                sw[(k + q) * T + t] = __fsub_rn(v[q], __fmul_rn(err, u[q]));
+    }
+}
+
 /* Thread n owns row n: its block copy w1 lives in shared memory (column i
  * at sw[i * T + t], conflict-free), the block's U in shared memory too when
  * it fits (row r at su[r * ldu], ldu odd so that the staging writes spread
@@ -254,27 +281,43 @@ template <bool U_SMEM> __global__ void block_kernel(block_args a)
         return; /* no barrier below */
     const size_t N = (size_t)a.N;
 
-    for (int i = 0; i < cnt; i++)
-        sw[i * T + t] = a.Wc[(size_t)(a.i1 + i) * N + n];
+    for (int i = 0; i < cnt; i += UPD) { /* loads in flight together, as above */
+        float v[UPD];
+#pragma unroll
+        for (int q = 0; q < UPD; q++)
+            if (i + q < cnt)
+                v[q] = a.Wc[(size_t)(a.i1 + i + q) * N + n];
+#pragma unroll
+        for (int q = 0; q < UPD; q++)
+            if (i + q < cnt)
+                sw[(i + q) * T + t] = v[q];
+    }
+    /* The grid of each column is loaded one column ahead (s_pf, z_pf), so
+     * that its latency hides behind the previous column's work; with
+     * act-order and static groups nearly every column has another group. */
+    int gn = a.cgrp[a.i1];
+    float s_pf = a.S[(size_t)gn * N + n], z_pf = a.Z[(size_t)gn * N + n];
     double loss = 0.0;
-    int cur_g = -1;
-    float s = 0.0f, z = 0.0f;
     for (int i = 0; i < cnt; i++) {
         const int j = a.i1 + i;
+        float s, z;
         if (a.dyn && j % a.G == 0) {
             /* the grid from W as it stands (earlier blocks' updates, not this
              * block's), as the reference's find_params(W[:, j:j+G]) */
             const int len = a.K - j < a.G ? a.K - j : a.G;
             const size_t g = (size_t)(j / a.G);
-            grid_of(a.Wc + (size_t)j * N + n, N, len, NULL, a.maxq, a.sym, a.scale_f16, &a.S[g * N + n],
-                    &a.Z[g * N + n]);
-            cur_g = -1;
+            grid_of(a.Wc + (size_t)j * N + n, N, len, NULL, a.maxq, a.sym, a.scale_f16, &s, &z);
+            a.S[g * N + n] = s;
+            a.Z[g * N + n] = z;
+        } else {
+            /* loaded after any grid this thread computed for that group */
+            s = s_pf;
+            z = z_pf;
         }
-        const int g = a.cgrp[j];
-        if (g != cur_g) {
-            s = a.S[(size_t)g * N + n];
-            z = a.Z[(size_t)g * N + n];
-            cur_g = g;
+        if (i + 1 < cnt) {
+            gn = a.cgrp[j + 1];
+            s_pf = a.S[(size_t)gn * N + n];
+            z_pf = a.Z[(size_t)gn * N + n];
         }
         const float d = U_SMEM ? su[i * ldu + i] : ublk[(size_t)i + (size_t)i * a.K];
         const float x = sw[i * T + t];
@@ -284,18 +327,11 @@ template <bool U_SMEM> __global__ void block_kernel(block_args a)
         loss += (double)__fdiv_rn(__fdiv_rn(__fmul_rn(diff, diff), __fmul_rn(d, d)), 2.0f);
         const float err = __fdiv_rn(diff, d);
         a.E[(size_t)i * N + n] = err;
-        /* w1[i+1:] -= err * U[j, i+1:], each product rounded, then subtracted */
-        if (U_SMEM) {
-            const float *urow = su + i * ldu;
-#pragma unroll 4
-            for (int k = i + 1; k < cnt; k++)
-                sw[k * T + t] = __fsub_rn(sw[k * T + t], __fmul_rn(err, urow[k]));
-        } else {
-            const float *urow = ublk + i;
-#pragma unroll 4
-            for (int k = i + 1; k < cnt; k++)
-                sw[k * T + t] = __fsub_rn(sw[k * T + t], __fmul_rn(err, urow[(size_t)k * a.K]));
-        }
+        /* w1[i+1:] -= err * U[j, i+1:] */
+        if (U_SMEM)
+            update_row(sw, T, t, su + i * ldu, 1, i + 1, cnt, err);
+        else
+            update_row(sw, T, t, ublk + i, (size_t)a.K, i + 1, cnt, err);
     }
     a.rowloss[n] += loss;
 }
@@ -622,14 +658,14 @@ static int factor_once(solver *s, float dval, int *ok)
     LAUNCH_CHECK("gptq_cuda: gather H");
     int info = 0;
     CUSOLVER_TRY(cusolverDnSpotrf(s->dn, CUBLAS_FILL_MODE_LOWER, K, s->U, K, s->potrf_ws, s->potrf_lwork, s->info));
-    if (read_info(s, "cusolverDnSpotrf", &info) < 0)
+    if (read_info(s, "cusolverDnSpotrf", &info) < 0 || mark(s, "potrf") < 0)
         return -1;
     *ok = 0;
     if (info > 0)
         return 0;
     CUSOLVER_TRY(cusolverDnXtrtri(s->dn, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, K, CUDA_R_32F, s->U, K,
                                   s->trtri_ws, s->trtri_dev_bytes, s->trtri_host, s->trtri_host_bytes, s->info));
-    if (read_info(s, "cusolverDnXtrtri", &info) < 0)
+    if (read_info(s, "cusolverDnXtrtri", &info) < 0 || mark(s, "trtri") < 0)
         return -1;
     if (info > 0)
         return 0;
@@ -685,6 +721,18 @@ static int block_config(solver *s, int *threads, bool *u_smem, size_t *smem)
     return llmq_fail("gptq_cuda: block %d too wide for shared memory (%d bytes)", s->B, optin);
 }
 
+/* Profiling only: wait for the stream and add the time since *t0 to *acc. */
+static int split_time(solver *s, double *acc, double *t0)
+{
+    if (!s->timing)
+        return 0;
+    CUDA_TRY(cudaStreamSynchronize(s->stream));
+    const double t = now_s();
+    *acc += t - *t0;
+    *t0 = t;
+    return 0;
+}
+
 /* gptq.c step 6: the blocks, each one kernel and one sgemm. */
 static int run_blocks(solver *s)
 {
@@ -718,6 +766,10 @@ static int run_blocks(solver *s)
     a.dyn = s->dyn;
     const float minus1 = -1.0f, one = 1.0f;
     const unsigned ctas = ceil_div((size_t)N, (size_t)threads);
+    double t_kernel = 0.0, t_gemm = 0.0, t0 = 0.0;
+    if (split_time(s, &t_kernel, &t0) < 0)
+        return -1;
+    t_kernel = 0.0;
     for (int i1 = 0; i1 < K; i1 += s->B) {
         const int i2 = i1 + s->B < K ? i1 + s->B : K;
         a.i1 = i1;
@@ -729,10 +781,17 @@ static int run_blocks(solver *s)
         else
             block_kernel<false><<<ctas, threads, bytes, s->stream>>>(a);
         LAUNCH_CHECK("gptq_cuda: block");
+        if (split_time(s, &t_kernel, &t0) < 0)
+            return -1;
         if (i2 < K) /* W[:, i2:] -= E @ U[i1:i2, i2:] */
             CUBLAS_TRY(cublasSgemm(s->blas, CUBLAS_OP_N, CUBLAS_OP_N, N, K - i2, i2 - i1, &minus1, s->E, N,
                                    s->U + i1 + (size_t)i2 * K, K, &one, s->A + (size_t)i2 * N, N));
+        if (split_time(s, &t_gemm, &t0) < 0)
+            return -1;
     }
+    if (s->timing)
+        fprintf(stderr, "gptq_cuda [%d, %d] (blocks: kernels %.2f ms, sgemm %.2f ms, %d threads/CTA%s)\n", N, K,
+                1e3 * t_kernel, 1e3 * t_gemm, threads, u_smem ? "" : ", U from global memory");
     return 0;
 }
 

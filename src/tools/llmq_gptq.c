@@ -33,7 +33,8 @@ static const char *USAGE =
     "  --skip-unfit       keep modules the format cannot hold in float (listed in\n"
     "                     quantization_config.dynamic) instead of refusing\n"
     "  --shard-gb G       output shard size (default: like the input)\n"
-    "  --device D, --dtype T   as in llmq-eval (the forward; solves run on the CPU)\n"
+    "  --device D, --dtype T   as in llmq-eval; on cuda the solves run on the GPU too\n"
+    "  --cpu-solver       solve on the CPU (LAPACK) even when the forward runs on cuda\n"
     "  --dump DIR         also write every module's W and H (fp32) into DIR\n"
     "  --force            replace a non-empty OUTDIR\n"
     "  --quiet            no progress\n"
@@ -107,6 +108,8 @@ int main(int argc, char **argv)
             device = cli_value(argc, argv, &i);
         } else if (!strcmp(a, "--dtype")) {
             dtype = cli_value(argc, argv, &i);
+        } else if (!strcmp(a, "--cpu-solver")) {
+            j.cpu_solver = 1;
         } else if (!strcmp(a, "--dump")) {
             j.dump_dir = cli_value(argc, argv, &i);
         } else if (!strcmp(a, "--force")) {
