@@ -19,7 +19,7 @@
  * codes to agree, not all.
  *
  * H is left untouched (gptq_solve destroys it; callers may assume either).
- * Device memory: about 2 K^2 + 3 N K floats. Only declared where the
+ * Device memory: about 2 K^2 + 2.5 N K floats. Only declared where the
  * library is built with CUDA (LLMQ_HAVE_CUDA). */
 #ifndef LLMQ_GPTQ_GPTQ_CUDA_H
 #define LLMQ_GPTQ_GPTQ_CUDA_H

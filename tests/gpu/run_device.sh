@@ -27,6 +27,7 @@ step() { # name cmd...: run, keep the log, record pass/fail and the last lines
 say "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null) date: $(date -u +%F)"
 step backend_cuda "$B/tests/test_backend_cuda" $QUICK
 step forward_cuda "$B/tests/test_forward_cuda" "$M" "$EV" 512 16
+[ -x "$B/tests/test_gptq_cuda" ] && TAIL=12 step gptq_cuda_vs_cpu "$B/tests/test_gptq_cuda"
 for dt in f16 f32 bf16; do
   step eval_tinystories_$dt "$B/llmq-eval" --model "$M" --text "$EV" --ctx 512 --device cuda --dtype $dt --json
 done
@@ -57,4 +58,9 @@ step eval_7b_f16 "$B/llmq-eval" --model /tmp/s7b --text "$WK" --ctx 2048 --max-w
 # Calibration statistics overhead: 512 x 512 tokens through calib vs eval.
 step calib_7b "$B/llmq-calib" --model /tmp/s7b --data "$WK" --windows --samples 512 --seqlen 512 --heldout 0 --device cuda --dtype f16 -o /tmp/act7b.safetensors --json
 step eval_7b_512x512 "$B/llmq-eval" --model /tmp/s7b --text "$WK" --ctx 512 --max-windows 512 --batch 32 --device cuda --dtype f16 --json
+# GPTQ end to end on the 7B shape: 128 x 2048 calibration tokens, 4-bit g128,
+# act-order + static groups, GPTQ v1 export; wall time and its split.
+TAIL=3 step gptq_7b "$B/llmq-gptq" --model /tmp/s7b --data "$WK" --samples 128 --seqlen 2048 --bits 4 --group 128 --act-order --static-groups --device cuda --dtype f16 -o /tmp/s7b_gptq --force
+du -sh /tmp/s7b_gptq | tee -a "$S"
+[ -n "${RESULTS:-}" ] && { examples/results_stories260k.sh "$B" cuda > "$OUT/results.md" 2>"$OUT/results.err"; say "results: rc=$?"; }
 say "done"
