@@ -29,6 +29,8 @@ struct calib_stats {
     int n_layers, heldout_cap, heldout_on;
     group_stats *g; /* [n_layers][IN_COUNT] */
     float *row_dev, *row_host, *x_host;
+    const int32_t *held_ids, *held_lens;
+    int held_n;
     int row_cap;
     size_t x_cap;
 };
@@ -76,6 +78,11 @@ void calib_stats_free(calib_stats *st)
 }
 
 void calib_stats_set_heldout(calib_stats *st, int on) { st->heldout_on = on; }
+
+void calib_stats_set_heldout_ids(calib_stats *st, const int32_t *ids, const int32_t *lens, int n)
+{
+    st->held_ids = ids, st->held_lens = lens, st->held_n = n;
+}
 
 static int ensure_rows(calib_stats *st, int rows)
 {
@@ -269,6 +276,14 @@ int calib_stats_write(calib_stats *st, const char *path, const char *const (*met
             snprintf(name, sizeof name, "model.layers.%d.heldout.%s", l, g_group_names[k]);
             rc = st_writer_add(w, name, LLMQ_F16, 2, shape, g->heldout);
         }
+    }
+    if (rc == 0 && st->held_n > 0) {
+        int64_t ntok = 0;
+        for (int i = 0; i < st->held_n; i++)
+            ntok += st->held_lens[i];
+        int64_t s1[1] = {ntok}, s2[1] = {st->held_n};
+        rc = st_writer_add(w, "heldout.ids", LLMQ_I32, 1, s1, st->held_ids) ||
+             st_writer_add(w, "heldout.lengths", LLMQ_I32, 1, s2, st->held_lens);
     }
     for (int i = 0; i < n && rc == 0; i++)
         rc = st_writer_meta(w, meta[i][0], meta[i][1]);

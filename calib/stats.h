@@ -3,6 +3,7 @@
 #ifndef LLMQ_CALIB_STATS_H
 #define LLMQ_CALIB_STATS_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "../src/model.h"
@@ -21,6 +22,12 @@ void calib_stats_set_heldout(calib_stats *st, int on);
 int calib_stats_finish_layer(calib_stats *st, int layer);
 long calib_stats_tokens(const calib_stats *st);
 long calib_stats_heldout_tokens(const calib_stats *st);
+
+/* The token ids of the held-out samples (n samples, lens[i] tokens each,
+ * ids back to back), stored as "heldout.ids" / "heldout.lengths" so that
+ * llmq-smooth --alpha auto can score candidates by held-out loss. The
+ * arrays must stay valid until calib_stats_write. */
+void calib_stats_set_heldout_ids(calib_stats *st, const int32_t *ids, const int32_t *lens, int n);
 
 /* Write act_scales.safetensors atomically; meta: n key/value pairs. */
 int calib_stats_write(calib_stats *st, const char *path, const char *const (*meta)[2], int n);

@@ -224,8 +224,10 @@ done:
     return rc;
 }
 
+/* choose_only: compute the auto alphas of layer i into res and stop;
+ * otherwise smooth layer i with res's alphas (auto) or o->alpha. */
 static int smooth_one_layer(const smooth_opts *o, const llmq_config *c, const st_model *m, const st_file *sf, int i,
-                            smooth_result *res, replacements *rep)
+                            smooth_result *res, replacements *rep, int choose_only)
 {
     layer_tensors lt;
     layer_buf b;
@@ -239,12 +241,16 @@ static int smooth_one_layer(const smooth_opts *o, const llmq_config *c, const st
             continue;
         if (smooth_read_act(sf, o->scales, i, (smooth_group)g, &act[g]))
             goto done;
-        alpha[g] = o->alpha;
-        if (o->alpha == SMOOTH_ALPHA_AUTO &&
+        alpha[g] = o->alpha == SMOOTH_ALPHA_AUTO ? res->alpha[g][i] : o->alpha;
+        if (choose_only &&
             auto_alpha(&b.L, (smooth_group)g, act[g], sf, o->scales, i, lt.lin[g_first_lin[g]]->dtype, &alpha[g],
                        res->err[g] + (size_t)i * SMOOTH_NGRID))
             goto done;
         res->alpha[g][i] = alpha[g];
+    }
+    if (choose_only) {
+        rc = 0;
+        goto done;
     }
     if (smooth_layer_apply(&b.L, res->mask, (const float *const *)act, alpha, NULL)) {
         llmq_wrap("layer %d", i);
@@ -301,6 +307,48 @@ static int result_init(smooth_result *r, int n_layers, unsigned mask, int with_e
     return 0;
 }
 
+/* Score the per-layer choice and every uniform alpha by held-out W8A8
+ * loss (smooth/select.c) and keep the best in res->alpha. */
+static int select_by_heldout_loss(const smooth_opts *o, const llmq_config *c, const st_file *sf, smooth_result *res)
+{
+    double *cand[SMOOTH_NGROUPS] = {0}, *local[SMOOTH_NGROUPS] = {0};
+    int rc = -1;
+    for (int g = 0; g < SMOOTH_NGROUPS; g++) {
+        if (!(res->mask & (1u << g)))
+            continue;
+        cand[g] = malloc((size_t)c->n_layers * sizeof(double));
+        local[g] = malloc((size_t)c->n_layers * sizeof(double));
+        if (!cand[g] || !local[g]) {
+            llmq_fail("out of memory");
+            goto done;
+        }
+        memcpy(local[g], res->alpha[g], (size_t)c->n_layers * sizeof(double));
+    }
+    for (int k = -1; k < SMOOTH_NGRID; k++) { /* -1: the per-layer choice */
+        for (int g = 0; g < SMOOTH_NGROUPS; g++)
+            if (cand[g])
+                for (int i = 0; i < c->n_layers; i++)
+                    cand[g][i] = k < 0 ? local[g][i] : smooth_grid_alpha(k);
+        double nll;
+        long count;
+        if (smooth_heldout_nll(o->model_dir, o->backend, c, sf, o->scales, res->mask, cand, &nll, &count))
+            goto done;
+        res->cand_nll[k + 1] = nll / (double)count;
+        if (res->cand_nll[k + 1] < res->cand_nll[res->chosen])
+            res->chosen = k + 1;
+    }
+    res->scored = 1;
+    for (int g = 0; g < SMOOTH_NGROUPS; g++)
+        if (cand[g])
+            for (int i = 0; i < c->n_layers; i++)
+                res->alpha[g][i] = res->chosen == 0 ? local[g][i] : smooth_grid_alpha(res->chosen - 1);
+    rc = 0;
+done:
+    for (int g = 0; g < SMOOTH_NGROUPS; g++)
+        free(cand[g]), free(local[g]);
+    return rc;
+}
+
 /* ---- the whole model ---- */
 
 int smooth_model(const smooth_opts *o, smooth_result *res)
@@ -334,8 +382,15 @@ int smooth_model(const smooth_opts *o, smooth_result *res)
     if (st_model_open(&m, o->model_dir) || st_open(&sf, o->scales) ||
         smooth_check_scales(sf, o->scales, &c, mask, is_auto) || result_init(res, c.n_layers, mask, is_auto))
         goto fail;
+    if (is_auto) {
+        for (int i = 0; i < c.n_layers; i++)
+            if (smooth_one_layer(o, &c, m, sf, i, res, &rep, 1))
+                goto fail;
+        if (o->backend && select_by_heldout_loss(o, &c, sf, res))
+            goto fail;
+    }
     for (int i = 0; i < c.n_layers; i++) {
-        if (smooth_one_layer(o, &c, m, sf, i, res, &rep))
+        if (smooth_one_layer(o, &c, m, sf, i, res, &rep, 0))
             goto fail;
         layers_done++;
         if (o->on_layer)

@@ -115,6 +115,15 @@ double smooth_w8a8_error(const float *x, int T, int in, const float *w, int out,
 int smooth_auto_alpha(const float *x, int T, int in, const float *w, int out, const float *act, const float *wmax,
                       llmq_dtype dt, double *alpha, double *errs);
 
+/* ---- choosing among alpha candidates by held-out loss (smooth/select.c) ---- */
+/* W8A8 fake-quant NLL (summed over *count predictions) of model_dir smoothed
+ * with alpha[g][layer] for the groups in mask, on the held-out token windows
+ * of the act-scales file sf ("heldout.ids", "heldout.lengths"), run on b. */
+struct llmq_backend;
+int smooth_heldout_nll(const char *model_dir, struct llmq_backend *b, const llmq_config *c, const st_file *sf,
+                       const char *spath, unsigned mask, double *const alpha[SMOOTH_NGROUPS], double *nll,
+                       long *count);
+
 /* ---- the act-scales file (smooth/scales.c) ---- */
 
 /* Check an act_scales.safetensors file against a model config: for every
@@ -142,6 +151,7 @@ typedef struct {
     double alpha;           /* in [0, 1], or SMOOTH_ALPHA_AUTO */
     int fold_vo, fold_ud;   /* the two extra folds */
     int force;              /* replace a non-empty out_dir */
+    struct llmq_backend *backend; /* auto: scores the candidates by held-out loss (NULL: local choice only) */
     size_t max_shard_bytes; /* 0: shard like the input */
     /* Called after each layer (may be NULL). */
     void (*on_layer)(void *ctx, int done, int total);
@@ -154,6 +164,11 @@ typedef struct {
     double *alpha[SMOOTH_NGROUPS];  /* [n_layers] alpha used, for the groups in mask */
     double *err[SMOOTH_NGROUPS];    /* auto: [n_layers * SMOOTH_NGRID] errors, else NULL */
     int tensors_changed, tensors_total;
+    /* auto with a backend: held-out W8A8 NLL per token of the per-layer
+     * choice (cand_nll[0]) and of each uniform alpha (cand_nll[1 + k]);
+     * chosen = the winner's index. */
+    double cand_nll[1 + SMOOTH_NGRID];
+    int chosen, scored;
 } smooth_result;
 
 /* Smooth model_dir with the statistics in scales and write the complete

@@ -94,6 +94,7 @@ int main(int argc, char **argv)
     calib_stats *st = NULL;
     calib_set set = {0};
     calib_pass pass = {0};
+    int32_t *held_lens = NULL;
     int rc = 1;
     double t0 = llmq_now();
     if (tok_load(&tok, model_dir) ||
@@ -113,6 +114,15 @@ int main(int argc, char **argv)
                 "%.1f MiB on %s\n",
                 set.n, total, windows ? "window" : "record", set.records, held,
                 (double)total * c->hidden * llmq_dtype_size(b->dt) / 1048576.0, b->name);
+    held_lens = held ? malloc((size_t)held * sizeof *held_lens) : NULL;
+    if (held && !held_lens) {
+        llmq_fail("out of memory");
+        goto done;
+    }
+    for (int i = 0; i < held; i++)
+        held_lens[i] = calib_len(&set, set.n - held + i);
+    if (held)
+        calib_stats_set_heldout_ids(st, set.ids + set.off[set.n - held], held_lens, held);
     llmq_hooks hooks = calib_stats_hooks(st);
     model_set_hooks(m, &hooks);
     if (calib_pass_begin(&pass, m, &set))
@@ -170,6 +180,7 @@ done:
         llmq_print_error("llmq-calib");
     calib_pass_end(&pass);
     calib_stats_free(st);
+    free(held_lens);
     calib_set_free(&set);
     model_close(m);
     tok_free(tok);

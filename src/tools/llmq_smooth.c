@@ -2,6 +2,7 @@
  * activation statistics of llmq-calib, writing a new model directory that
  * computes the same function in float and quantizes better to W8A8. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,11 @@ static const char *USAGE =
     "  --scales FILE    act_scales.safetensors from llmq-calib for this model\n"
     "  --alpha A|auto   migration strength in [0, 1] (0.5 is SmoothQuant's default);\n"
     "                   auto: per layer and group, the alpha of 0, 0.05, ..., 1 with\n"
-    "                   the least W8A8 output error on the held-out activations\n"
+    "                   the least W8A8 output error on the held-out activations; then\n"
+    "                   that choice and every uniform alpha are scored by the W8A8\n"
+    "                   loss of the held-out samples and the best is kept\n"
+    "  --local-only     auto without the held-out loss stage\n"
+    "  --device D, --dtype T   where the held-out loss runs (as in llmq-eval)\n"
     "  -o, --output DIR where to write the smoothed model\n"
     "  --fold-vo        also smooth o_proj's input into v_proj's rows (exact, GQA-aware)\n"
     "  --fold-ud        also smooth down_proj's input into up_proj's rows (exact)\n"
@@ -69,11 +74,25 @@ static void print_alphas(const smooth_result *r)
     }
 }
 
+static void print_candidates(const smooth_result *r)
+{
+    printf("held-out W8A8 loss (NLL per token, perplexity) of each candidate:\n");
+    for (int k = 0; k <= SMOOTH_NGRID; k++) {
+        char name[32];
+        if (k == 0)
+            snprintf(name, sizeof name, "per-layer choice");
+        else
+            snprintf(name, sizeof name, "alpha %.2f", smooth_grid_alpha(k - 1));
+        printf("  %-17s %.6f  %.5f%s\n", name, r->cand_nll[k], exp(r->cand_nll[k]), k == r->chosen ? "  <- chosen" : "");
+    }
+}
+
 int main(int argc, char **argv)
 {
     smooth_opts o = {.alpha = -2.0};
     const char *alpha = NULL;
-    int quiet = 0;
+    int quiet = 0, local_only = 0;
+    const char *device = "auto", *dtype = NULL;
     cli_set_prog("llmq-smooth");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -95,6 +114,12 @@ int main(int argc, char **argv)
             o.fold_ud = 1;
         } else if (!strcmp(a, "--force")) {
             o.force = 1;
+        } else if (!strcmp(a, "--local-only")) {
+            local_only = 1;
+        } else if (!strcmp(a, "--device")) {
+            device = cli_value(argc, argv, &i);
+        } else if (!strcmp(a, "--dtype")) {
+            dtype = cli_value(argc, argv, &i);
         } else if (!strcmp(a, "--quiet")) {
             quiet = 1;
         } else {
@@ -104,18 +129,28 @@ int main(int argc, char **argv)
     if (!o.model_dir || !o.scales || !alpha || !o.out_dir)
         cli_die(PROG, "--model, --scales, --alpha and -o are required (see --help)");
 
+    llmq_backend *b = NULL;
+    if (o.alpha == SMOOTH_ALPHA_AUTO && !local_only) {
+        if (cli_backend(PROG, device, dtype, &b))
+            return 1;
+        o.backend = b;
+    }
     llmq_progress p;
     progress_start(&p, "layer", 1, quiet);
     o.on_layer = on_layer;
     o.ctx = &p;
     smooth_result r;
     double t0 = llmq_now();
-    if (smooth_model(&o, &r)) {
-        progress_end(&p);
+    int rc = smooth_model(&o, &r);
+    if (b)
+        b->destroy(b);
+    progress_end(&p);
+    if (rc) {
         llmq_print_error(PROG);
         return 1;
     }
-    progress_end(&p);
+    if (o.alpha == SMOOTH_ALPHA_AUTO && r.scored)
+        print_candidates(&r);
     if (o.alpha == SMOOTH_ALPHA_AUTO)
         print_alphas(&r);
     if (!quiet)
