@@ -46,7 +46,9 @@ run_case() { # name, llmq-smooth options...
 run_case alpha05 --alpha 0.5
 run_case alpha05_folds --alpha 0.5 --fold-vo --fold-ud
 run_case auto_folds --alpha auto --fold-vo --fold-ud
-# --alpha auto prints one row per layer (header + 5) with a column per group.
-check_eq "auto table rows" "$(wc -l < "$TMP/auto_folds.stdout" | tr -d ' ')" 6
+# --alpha auto prints the held-out loss of each of the 22 candidates, then
+# one row per layer (header + 5) with a column per group.
+check_eq "auto candidates" "$(grep -c -E '^  (per-layer choice|alpha [01]\.[0-9][0-9]) ' "$TMP/auto_folds.stdout")" 22
+check_eq "auto table rows" "$(sed -n '/^layer/,$p' "$TMP/auto_folds.stdout" | wc -l | tr -d ' ')" 6
 head -c 8192 "$TMP/auto_folds/model.safetensors" | grep -aq '"llmq_smooth_alphas"' ||
   { echo "FAIL auto: no llmq_smooth_alphas in __metadata__"; exit 1; }
