@@ -40,4 +40,8 @@ char *llmq_path_join(const char *dir, const char *name);
 
 int llmq_file_exists(const char *path);
 
+/* rm -r that never follows symbolic links (a link inside the tree is
+ * removed, not what it points to); removes as much as it can. */
+void llmq_remove_tree(const char *path);
+
 #endif

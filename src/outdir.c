@@ -17,17 +17,6 @@
 #include "fileio.h"
 #include "outdir.h"
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    remove(path);
-    return 0; /* keep going: remove as much as we can */
-}
-
-/* rm -r without following symlinks (FTW_PHYS): a link inside the tree is
- * removed, never what it points to. */
-static void remove_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
 static int dir_is_empty(const char *path, int *empty)
 {
     DIR *dir = opendir(path);
@@ -207,7 +196,7 @@ int llmq_outdir_commit(llmq_outdir *d)
         rc = llmq_fail("%s: cannot move the new model into place: %s", d->out, strerror(errno));
         rename(old, d->out); /* put the old one back */
     } else {
-        remove_tree(old);
+        llmq_remove_tree(old);
     }
     free(old);
     if (rc) {
@@ -222,7 +211,7 @@ int llmq_outdir_commit(llmq_outdir *d)
 void llmq_outdir_abort(llmq_outdir *d)
 {
     if (d->created)
-        remove_tree(d->tmp);
+        llmq_remove_tree(d->tmp);
     remove_parents(d);
     release(d);
 }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include "tests/testutil.h"
 #include <unistd.h>
 
 #include "formats/config.h"
@@ -17,11 +19,6 @@
 
 static char g_dir[256];
 
-static const char *data_dir(void)
-{
-    const char *d = getenv("LLMQ_TEST_DATA");
-    return d ? d : "tests/data";
-}
 
 static void write_config(const char *json)
 {
@@ -34,7 +31,7 @@ static void test_stories260k(void **state)
 {
     (void)state;
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/models/stories260K", data_dir());
+    snprintf(dir, sizeof dir, "%s/models/stories260K", test_data_dir());
     llmq_config c;
     assert_int_equal(config_load(&c, dir), 0);
     assert_string_equal(c.model_type, "llama");

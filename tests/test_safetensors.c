@@ -25,6 +25,8 @@
 
 #include <cmocka.h>
 
+#include "tests/testutil.h"
+
 #include "formats/safetensors.h"
 #include "src/error.h"
 #include "src/fileio.h"
@@ -110,14 +112,6 @@ static st_file *open_ok(const char *path)
     return f;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
 static int count_dir_entries(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -143,7 +137,7 @@ static int exists_in(const char *dir, const char *name)
 static char *fresh_dir(const char *name)
 {
     char *d = tmp_path(name);
-    rm_rf(d);
+    llmq_remove_tree(d);
     assert_int_equal(llmq_mkdirs(d), 0);
     return d;
 }
@@ -848,18 +842,14 @@ static void test_commit_failure(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    g_data_dir = getenv("LLMQ_TEST_DATA");
-    if (!g_data_dir || !*g_data_dir)
-        g_data_dir = "tests/data";
-    const char *base = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/llmq_st_XXXXXX", base && *base ? base : "/tmp");
-    return mkdtemp(g_tmp) ? 0 : -1;
+    g_data_dir = test_data_dir();
+    return test_make_tmpdir(g_tmp, sizeof g_tmp, "llmq_st_");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    rm_rf(g_tmp);
+    llmq_remove_tree(g_tmp);
     return 0;
 }
 

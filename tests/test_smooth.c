@@ -27,6 +27,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "tests/testutil.h"
+
 #include "formats/config.h"
 #include "formats/safetensors.h"
 #include "smooth/smooth.h"
@@ -88,14 +90,6 @@ static char *model_dir(void)
     assert_non_null(p);
     return p;
 }
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 static void expect_contains(const char *msg, const char *part)
 {
@@ -716,7 +710,7 @@ static void test_model_fixed_alpha(void **state)
     st_close(sf);
     st_model_close(m);
     st_model_close(s);
-    rm_rf(out);
+    llmq_remove_tree(out);
     free(mdir);
     free(scales);
     free(out);
@@ -757,7 +751,7 @@ static void test_model_auto(void **state)
     st_close(f);
     free(path);
     smooth_result_free(&r);
-    rm_rf(out);
+    llmq_remove_tree(out);
     free(mdir);
     free(scales);
     free(out);
@@ -847,8 +841,8 @@ static void test_model_f16_sharded(void **state)
         free(h[i]);
     free(h);
     st_model_close(m);
-    rm_rf(out);
-    rm_rf(m16);
+    llmq_remove_tree(out);
+    llmq_remove_tree(m16);
     free(cfg);
     free(cfg16);
     free(mdir);
@@ -959,7 +953,7 @@ static void test_force(void **state)
     assert_true(llmq_file_exists(st));
     free(st);
     expect_no_entry("out_force.");
-    rm_rf(out);
+    llmq_remove_tree(out);
     free(old);
     free(mdir);
     free(scales);
@@ -969,18 +963,14 @@ static void test_force(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    g_data_dir = getenv("LLMQ_TEST_DATA");
-    if (!g_data_dir || !*g_data_dir)
-        g_data_dir = "tests/data";
-    const char *base = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/llmq_smooth_XXXXXX", base && *base ? base : "/tmp");
-    return mkdtemp(g_tmp) ? 0 : -1;
+    g_data_dir = test_data_dir();
+    return test_make_tmpdir(g_tmp, sizeof g_tmp, "llmq_smooth_");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    rm_rf(g_tmp);
+    llmq_remove_tree(g_tmp);
     return 0;
 }
 
