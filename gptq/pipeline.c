@@ -36,6 +36,8 @@ typedef struct {
     unsigned char *skip; /* [n_layers * LIN_COUNT] kept in float */
     double t_solve, t_forward, t_pack;
     int gpu_solver;
+    float *w, *orig, *h, *hg; /* per-module host buffers, reused */
+    size_t w_cap, orig_cap, h_cap, hg_cap;
 } job_state;
 
 static int is_skipped(const job_state *js, int layer, llmq_lin w) { return js->skip[layer * LIN_COUNT + w]; }
@@ -93,6 +95,20 @@ static int log_module(job_state *js, int layer, llmq_lin w, const llmq_qweight *
     return ferror(js->log) ? llmq_fail("quant_log.csv: write error") : 0;
 }
 
+/* A host buffer kept across modules: fresh multi-hundred-MB allocations
+ * per module would page-fault their way in every time. */
+static float *scratch_buf(float **buf, size_t *cap, size_t n)
+{
+    if (n > *cap) {
+        free(*buf);
+        *buf = malloc(n * sizeof(float));
+        *cap = *buf ? n : 0;
+        if (!*buf)
+            llmq_fail("out of memory for %zu floats", n);
+    }
+    return *buf;
+}
+
 /* GPTQ on the GPU when the forward runs there (same contract and, up to
  * rounding ties, the same codes as the CPU solver: tests/gpu/test_gptq_cuda.c). */
 static int solve(job_state *js, float *W, int out, int in, float *H, const gptq_params *p, llmq_qweight *qw,
@@ -113,9 +129,9 @@ static int quantize_weight(job_state *js, int layer, llmq_lin w, float *W, int o
     const gptq_job *j = js->j;
     char prefix[128];
     model_lin_prefix(layer, w, prefix, sizeof prefix);
-    float *orig = malloc((size_t)out * in * sizeof(float));
+    float *orig = scratch_buf(&js->orig, &js->orig_cap, (size_t)out * in);
     if (!orig)
-        return llmq_fail("out of memory");
+        return -1;
     memcpy(orig, W, (size_t)out * in * sizeof(float));
     double t0 = llmq_now(), loss = 0;
     gptq_stats stats = {0};
@@ -133,7 +149,6 @@ static int quantize_weight(job_state *js, int layer, llmq_lin w, float *W, int o
         }
         if (rc == 0)
             nf4_free(&q);
-        free(orig);
         return rc ? llmq_wrap("%s", prefix) : 0;
     }
     llmq_qweight qw = {0};
@@ -168,7 +183,6 @@ static int quantize_weight(job_state *js, int layer, llmq_lin w, float *W, int o
     if (rc == 0)
         rc = log_module(js, layer, w, &qw, orig, W, loss, stats.damp, stats.retries, secs);
     qweight_free(&qw);
-    free(orig);
     return rc ? llmq_wrap("%s", prefix) : 0;
 }
 
@@ -220,7 +234,6 @@ static int solve_stage(job_state *js, llmq_model *m, calib_hessian *hs, int l, u
 {
     llmq_backend *b = model_backend(m);
     llmq_layer *L = model_layer(m, l);
-    float *Hg = NULL;
     int Hg_for = -1, rc = 0;
     for (int k = 0; k < LIN_COUNT && rc == 0; k++) {
         llmq_lin w = g_stage_order[k];
@@ -230,22 +243,21 @@ static int solve_stage(job_state *js, llmq_model *m, calib_hessian *hs, int l, u
         llmq_linear *lin = &L->lin[w];
         size_t nw = (size_t)lin->out * lin->in, nh = (size_t)lin->in * lin->in;
         if (Hg_for != (int)g) {
-            free(Hg);
-            if (!(Hg = malloc(nh * sizeof(float))))
-                return llmq_fail("out of memory for a %d x %d Hessian", lin->in, lin->in);
-            if (hessian_get(hs, g, nsamples, Hg)) {
-                free(Hg);
+            if (!scratch_buf(&js->hg, &js->hg_cap, nh) || hessian_get(hs, g, nsamples, js->hg))
                 return -1;
-            }
             Hg_for = (int)g;
         }
-        float *W = malloc(nw * sizeof(float)), *H = malloc(nh * sizeof(float));
-        if (!W || !H)
-            rc = llmq_fail("out of memory");
-        if (rc == 0)
-            memcpy(H, Hg, nh * sizeof(float));
-        if (rc == 0)
-            rc = b->download_f32(b, W, lin->w, b->dt, nw);
+        /* The CPU solver destroys H, the GPU one only reads it. */
+        float *H = js->hg;
+        if (!js->gpu_solver) {
+            if (!(H = scratch_buf(&js->h, &js->h_cap, nh)))
+                return -1;
+            memcpy(H, js->hg, nh * sizeof(float));
+        }
+        float *W = scratch_buf(&js->w, &js->w_cap, nw);
+        if (!W)
+            return -1;
+        rc = b->download_f32(b, W, lin->w, b->dt, nw);
         if (rc == 0 && js->j->dump_dir) {
             char prefix[128];
             model_lin_prefix(l, w, prefix, sizeof prefix);
@@ -262,9 +274,7 @@ static int solve_stage(job_state *js, llmq_model *m, calib_hessian *hs, int l, u
         }
         if (rc == 0)
             rc = b->upload(b, lin->w, b->dt, W, LLMQ_F32, nw);
-        free(W), free(H);
     }
-    free(Hg);
     return rc;
 }
 
@@ -421,9 +431,14 @@ int gptq_run(const gptq_job *j, llmq_backend *b)
         goto done;
     od_begun = 0;
     if (!j->quiet)
+    {
+        double total = llmq_now() - t0, write = llmq_now() - tw;
         fprintf(stderr,
-                "llmq-gptq: wrote %s in %.1fs (forward %.1fs, solve %.1fs, pack %.1fs, write %.1fs)\n", j->out,
-                llmq_now() - t0, js.t_forward, js.t_solve, js.t_pack, llmq_now() - tw);
+                "llmq-gptq: wrote %s in %.1fs (forward %.1fs, solve %.1fs, pack %.1fs, write %.1fs, other %.1fs: "
+                "sampling, loading, Hessian and weight transfers, dequantization)\n",
+                j->out, total, js.t_forward, js.t_solve, js.t_pack, write,
+                total - js.t_forward - js.t_solve - js.t_pack - write);
+    }
     rc = 0;
 done:
     if (js.log)
@@ -432,6 +447,6 @@ done:
         llmq_outdir_abort(&od);
     export_free(js.ex);
     st_model_close(js.st);
-    free(js.skip);
+    free(js.skip), free(js.w), free(js.orig), free(js.h), free(js.hg);
     return rc;
 }
