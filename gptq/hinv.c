@@ -1,5 +1,6 @@
 #include "gptq/hinv.h"
 
+#include <cblas.h>
 #include <lapacke.h>
 #include <stdlib.h>
 
@@ -26,9 +27,16 @@ static int factor(float *H, int K, const float *diag0, float dval)
             H[i * k + j] = H[(k - 1 - i) * k + (k - 1 - j)];
         H[i * k + i] = diag0[k - 1 - i] + dval;
     }
-    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', K, H, K) != 0)
-        return -1;
-    if (LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', K, H, K) != 0)
+    /* OpenBLAS's threaded potrf/trtri round differently for different
+     * thread counts, and GPTQ turns last-bit differences into other codes at
+     * rounding ties: one BLAS thread makes the solve reproducible on any
+     * machine (the GPU solver is the fast path). */
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    int bad = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', K, H, K) != 0 ||
+              LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', K, H, K) != 0;
+    openblas_set_num_threads(threads);
+    if (bad)
         return -1;
     /* our (i, j) holds Linv[j][i]; U[i][j] = Linv[K-1-i][K-1-j] sits at our
      * (K-1-j, K-1-i): reflect the upper triangle about the anti-diagonal */

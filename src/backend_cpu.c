@@ -247,8 +247,15 @@ static int cpu_act_stats(llmq_backend *b, float *col_amax, float *col_abssum, fl
 static int cpu_xtx(llmq_backend *b, float *h, const void *x, int rows, int cols, float alpha)
 {
     (void)b;
-    /* Full symmetric update with sgemm (syrk would fill one triangle only). */
+    /* Full symmetric update with sgemm (syrk would fill one triangle only).
+     * The sum runs over rows (tokens), which OpenBLAS splits across its
+     * threads when the output is small: the result would then depend on the
+     * thread count, and GPTQ turns such last-bit differences into other
+     * codes at rounding ties. One BLAS thread keeps it reproducible. */
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, cols, rows, alpha, x, cols, x, cols, 1.0f, h, cols);
+    openblas_set_num_threads(threads);
     return 0;
 }
 

@@ -23,6 +23,13 @@ q g4b --data "$CAL" --samples 128 --seqlen 512 --bits 4 --group 32
 cmp "$TMP/g4/model.safetensors" "$TMP/g4b/model.safetensors" && echo "ok   deterministic: identical bytes"
 q g4ao --data "$CAL" --samples 128 --seqlen 512 --bits 4 --group 32 --act-order --static-groups
 v=$(ppl "$TMP/g4ao");     check_close gptq_w4_g32_actorder_static "$v" 7.77925 "$(rel 7.77925 0.015)"
-q g3 --data "$CAL" --samples 128 --seqlen 512 --bits 3 --group 32
-g3=$(ppl "$TMP/g3");      check_close gptq_w3_g32 "$g3" 12.25029 "$(rel 12.25029 0.015)"; lt gptq_beats_rtn_w3 "$g3" 17.3111
-head -3 "$TMP/g3/quant_log.csv"
+# At 3 bits one run swings by about +-2% with the sampled windows (seeds 0-3
+# span 11.9 to 12.4 here): compare the mean of four seeds with the reference.
+sum=0
+for seed in 0 1 2 3; do
+  q g3s$seed --data "$CAL" --samples 128 --seqlen 512 --bits 3 --group 32 --seed $seed
+  v=$(ppl "$TMP/g3s$seed"); echo "     gptq_w3_g32 seed $seed: $v"; lt gptq_beats_rtn_w3_seed$seed "$v" 17.3111
+  sum=$(awk -v a="$sum" -v b="$v" 'BEGIN { print a + b }')
+done
+check_close gptq_w3_g32_mean_of_4_seeds "$(awk -v s="$sum" 'BEGIN { print s / 4 }')" 12.25029 "$(rel 12.25029 0.015)"
+head -3 "$TMP/g3s0/quant_log.csv"
