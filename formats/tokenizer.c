@@ -3,14 +3,21 @@
  * encode, as HF's Tokenizer::encode (one sequence, no post-processor except
  * the optional BOS):
  *   1. split the raw text on added tokens whose "normalized" is false;
- *   2. normalize every other piece (Prepend / Replace), then split those on
- *      the added tokens whose "normalized" is true;
+ *   2. normalize every other piece (Prepend / Replace / NFC / NFD / NFKC /
+ *      NFKD), then split those on the added tokens whose "normalized" is
+ *      true (their content was normalized the same way at load);
  *   3. run the pre-tokenizers over the remaining pieces (Split, ByteLevel,
  *      Metaspace, Digits);
  *   4. BPE each resulting pre-token (tokenizer_bpe.c).
  * Decoding is in tokenizer_decode.c, loading in tokenizer_load.c. */
 #include <stdlib.h>
 #include <string.h>
+/* Unicode normalization forms come from GNU libunistring's u8_normalize
+ * (Debian package libunistring-dev): a well-kept library (a GNU project,
+ * maintained for over a decade, used by GnuTLS and libidn2) whose
+ * composition / decomposition tables follow Unicode releases, which tables
+ * written out here would not. */
+#include <uninorm.h>
 
 #include "../src/error.h"
 #include "tokenizer_impl.h"
@@ -22,13 +29,88 @@ int tok_add_bos(const llmq_tokenizer *t) { return t->add_bos; }
 
 /* ---- normalizer ------------------------------------------------------------------ */
 
+static int append(char **buf, size_t *len, size_t *cap, const void *s, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t nc = *cap ? *cap : 256;
+        while (nc < *len + n)
+            nc *= 2;
+        char *nb = realloc(*buf, nc);
+        if (!nb)
+            return -1;
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+/* One Unicode normalization form over s, as HF's NFC / NFD / NFKC / NFKD
+ * normalizers (the whole piece at once, so a combining mark composes with
+ * the character before it whatever the pre-tokenizer later does). HF only
+ * sees valid UTF-8; llmq encodes invalid bytes too (tokenizer.h), so each
+ * maximal valid run is normalized on its own and the invalid bytes between
+ * them are kept as they are (u8_normalize would turn them into U+FFFD). */
+static int unicode_form(int kind, const char *s, size_t n, tk_arena *ar, const char **out,
+                        size_t *out_len)
+{
+    uninorm_t nf = kind == TK_NORM_NFC    ? UNINORM_NFC
+                   : kind == TK_NORM_NFD  ? UNINORM_NFD
+                   : kind == TK_NORM_NFKC ? UNINORM_NFKC
+                                          : UNINORM_NFKD;
+    size_t i = 0;
+    while (i < n && (unsigned char)s[i] < 0x80)
+        i++;
+    if (i == n) { /* ASCII is invariant under every form */
+        *out = s;
+        *out_len = n;
+        return 0;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (i = 0; i < n;) {
+        size_t j = i, k;
+        while (j < n && ((k = tk_utf8_len(s + j, n - j)) > 1 || (unsigned char)s[j] < 0x80))
+            j += k;
+        if (j > i) {
+            size_t rl = 0;
+            uint8_t *r = u8_normalize(nf, (const uint8_t *)s + i, j - i, NULL, &rl);
+            int rc = r ? append(&buf, &len, &cap, r, rl) : -1;
+            free(r);
+            if (rc) {
+                free(buf);
+                return -1;
+            }
+        }
+        for (i = j; i < n && tk_utf8_len(s + i, n - i) == 1 && (unsigned char)s[i] >= 0x80; i++)
+            if (append(&buf, &len, &cap, s + i, 1)) {
+                free(buf);
+                return -1;
+            }
+    }
+    char *dst = tk_arena_alloc(ar, len ? len : 1);
+    if (dst)
+        memcpy(dst, buf, len);
+    free(buf);
+    if (!dst)
+        return -1;
+    *out = dst;
+    *out_len = len;
+    return 0;
+}
+
 int tk_normalize(const llmq_tokenizer *t, const char *s, size_t n, tk_arena *ar, const char **out,
                  size_t *out_len)
 {
     for (size_t i = 0; i < t->n_norm; i++) {
         const tk_norm *st = &t->norm[i];
         char *buf;
-        if (st->kind == TK_NORM_PREPEND) {
+        if (st->kind >= TK_NORM_NFC) {
+            if (unicode_form(st->kind, s, n, ar, &s, &n))
+                return -1;
+            continue;
+        } else if (st->kind == TK_NORM_PREPEND) {
             if (n == 0) /* HF prepends only to non-empty text */
                 continue;
             if (!(buf = tk_arena_alloc(ar, n + st->alen)))

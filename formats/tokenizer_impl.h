@@ -142,7 +142,9 @@ int tk_bpe_word(const tk_bpe *b, const char *w, size_t n, tk_bpe_scratch *sc, tk
 
 /* ---- pipeline description (filled by tokenizer_load.c) ----------------- */
 
-enum { TK_NORM_PREPEND, TK_NORM_REPLACE };
+/* NFC / NFD / NFKC / NFKD are Unicode normalization forms (tokenizer.c,
+ * through GNU libunistring); they have no arguments. */
+enum { TK_NORM_PREPEND, TK_NORM_REPLACE, TK_NORM_NFC, TK_NORM_NFD, TK_NORM_NFKC, TK_NORM_NFKD };
 typedef struct {
     int kind;
     char *a; /* PREPEND: text to prepend; REPLACE: pattern */

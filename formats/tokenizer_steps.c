@@ -99,9 +99,16 @@ int tk_load_normalizer(llmq_tokenizer *t, const cJSON *n, const char *path)
         s.kind = TK_NORM_REPLACE;
         s.a = tk_dup(p, &s.alen);
         s.b = tk_dup(c, &s.blen);
+    } else if (strcmp(type, "NFC") == 0 || strcmp(type, "NFD") == 0 ||
+               strcmp(type, "NFKC") == 0 || strcmp(type, "NFKD") == 0) {
+        s.kind = strcmp(type, "NFC") == 0    ? TK_NORM_NFC
+                 : strcmp(type, "NFD") == 0  ? TK_NORM_NFD
+                 : strcmp(type, "NFKC") == 0 ? TK_NORM_NFKC
+                                             : TK_NORM_NFKD;
+        return tk_push((void **)&t->norm, &t->n_norm, sizeof s, &s);
     } else {
         return llmq_fail("%s: unsupported normalizer type \"%s\" (llmq supports Prepend, Replace, "
-                         "Sequence)",
+                         "NFC, NFD, NFKC, NFKD, Sequence)",
                          path, type);
     }
     if (!s.a || (s.kind == TK_NORM_REPLACE && !s.b) ||

@@ -703,6 +703,193 @@ static void test_bos_resolution(void **state)
     free(json);
 }
 
+/* ---- Unicode normalizers (Qwen2 style) -------------------------------------------- */
+
+/* The GPT-2 vocab and merges dressed as Qwen2 / Qwen2.5 ship theirs: the
+ * given normalizer (theirs is NFC), the Qwen2 Split regex then ByteLevel
+ * without its own regex, and added tokens as below: <|endoftext|> with
+ * normalized false (as Qwen2's), plus two made up to show where the
+ * normalizer reaches: "ne\u0301e" normalized (so it matches "née" and
+ * "ne\u0301e" alike) and "zu\u0308r" not (raw text only). */
+static llmq_tokenizer *qwen2_style(const char *sub, const char *normalizer)
+{
+    static const char QWEN2_RE[] =
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
+        "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    size_t len;
+    char *json = read_data("tokenizers/gpt2/tokenizer.json", &len);
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    assert_non_null(root);
+    cJSON *pre = cJSON_Parse(
+        "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{},"
+        "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\","
+        "\"add_prefix_space\":false,\"trim_offsets\":false,\"use_regex\":false}]}");
+    assert_non_null(pre);
+    cJSON *split = cJSON_GetArrayItem(cJSON_GetObjectItem(pre, "pretokenizers"), 0);
+    cJSON_AddStringToObject(cJSON_GetObjectItem(split, "pattern"), "Regex", QWEN2_RE);
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "pre_tokenizer", pre);
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "normalizer", cJSON_Parse(normalizer));
+    cJSON_ReplaceItemInObjectCaseSensitive(
+        root, "added_tokens",
+        cJSON_Parse("[{\"id\":50256,\"content\":\"<|endoftext|>\",\"single_word\":false,"
+                    "\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":true},"
+                    "{\"id\":50257,\"content\":\"ne\\u0301e\",\"single_word\":false,"
+                    "\"lstrip\":false,\"rstrip\":false,\"normalized\":true,\"special\":false},"
+                    "{\"id\":50258,\"content\":\"zu\\u0308r\",\"single_word\":false,"
+                    "\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":false}]"));
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    char *dir = tmp_tokenizer(sub, out, NULL);
+    free(out);
+    llmq_tokenizer *t = NULL;
+    if (tok_load(&t, dir) != 0)
+        fail_msg("%s", llmq_last_error());
+    free(dir);
+    return t;
+}
+
+typedef struct {
+    const char *text;
+    int32_t ids[24];
+    size_t n;
+} hf_case;
+
+static void expect_cases(const llmq_tokenizer *t, const hf_case *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        expect_ids(t, c[i].text, c[i].ids, c[i].n);
+}
+
+static void expect_same_ids(const llmq_tokenizer *t, const char *a, size_t na, const char *b,
+                            size_t nb)
+{
+    int32_t *x, *y;
+    size_t nx = encode(t, a, na, 0, &x), ny = encode(t, b, nb, 0, &y);
+    if (nx != ny || memcmp(x, y, nx * sizeof *x) != 0) {
+        print_escaped("a", a, na);
+        print_ids("ids", x, nx);
+        print_escaped("b", b, nb);
+        print_ids("ids", y, ny);
+        fail();
+    }
+    free(x);
+    free(y);
+}
+
+/* The expected ids below are Hugging Face tokenizers 0.23.3's
+ * Tokenizer.from_str(json).encode(text).ids on the same tokenizer.json
+ * (built by the same edits in Python: normalizer, the Qwen2 pre_tokenizer,
+ * the three added tokens above), computed offline; this test needs no
+ * Python. Decomposed input ("e" U+0301, "A" U+030A, conjoining Hangul
+ * jamo, U+212B ANGSTROM SIGN) gives exactly the ids of the composed text. */
+static void test_nfc_qwen2(void **state)
+{
+    (void)state;
+    static const hf_case nfc[] = {
+        {"caf\u00e9", {66, 1878, 2634}, 3},
+        {"cafe\u0301", {66, 1878, 2634}, 3},
+        {"\u00c5ngstr\u00f6m \u212b", {127, 227, 782, 2536, 9101, 76, 6184, 227}, 8},
+        {"A\u030angstro\u0308m \u212b", {127, 227, 782, 2536, 9101, 76, 6184, 227}, 8},
+        {"\ud55c\uad6d\uc5b4 \ud559\uad50",
+         {47991, 250, 166, 113, 255, 168, 244, 112, 220, 47991, 247, 166, 113, 238},
+         14},
+        {"\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165 \u1112\u1161\u11a8\u1100\u116d",
+         {47991, 250, 166, 113, 255, 168, 244, 112, 220, 47991, 247, 166, 113, 238},
+         14},
+        /* already NFC: unchanged */
+        {"Hello world, it's 2024: na\u00efve \u00fcber r\u00e9sum\u00e9!",
+         {15496, 995, 11, 340, 338, 220, 17, 15, 17, 19, 25, 41492, 6184, 120, 527, 40560, 16345,
+          2634, 0},
+         19},
+        {"It'S 12.50\u20ac\r\n\n  \u00dcn\u00efc\u00f6d\u00e9\ttab",
+         {1026, 6, 50, 220, 16, 17, 13, 20, 15, 26391, 201, 628, 220, 49363, 77, 26884, 66, 9101,
+          67, 2634, 197, 8658},
+         22},
+        {"It'S 12.50\u20ac\r\n\n  U\u0308ni\u0308co\u0308de\u0301\ttab",
+         {1026, 6, 50, 220, 16, 17, 13, 20, 15, 26391, 201, 628, 220, 49363, 77, 26884, 66, 9101,
+          67, 2634, 197, 8658},
+         22},
+        /* canonical reordering of marks, a composition exclusion (U+0958
+         * stays decomposed), a dot below + dot above */
+        {"a\u0301\u0328 a\u0328\u0301 \u0958 \u1e0b\u0323",
+         {128, 227, 136, 223, 34754, 227, 136, 223, 28225, 243, 11976, 120, 28053, 116, 235, 136,
+          229},
+         17},
+        /* added tokens: "ne\u0301e" (normalized) matches both spellings,
+         * "zu\u0308r" (not normalized) only the raw one; the text after
+         * <|endoftext|> is normalized on its own. */
+        {"ne\u0301e n\u00e9e zu\u0308r z\u00fcr<|endoftext|>e\u0301",
+         {50257, 220, 50257, 220, 50258, 1976, 25151, 50256, 2634},
+         9},
+    };
+    llmq_tokenizer *t = qwen2_style("qwen2-nfc", "{\"type\":\"NFC\"}");
+    expect_cases(t, nfc, sizeof nfc / sizeof nfc[0]);
+    /* The same through a Sequence of one. */
+    llmq_tokenizer *q =
+        qwen2_style("qwen2-nfc-seq", "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"}]}");
+    expect_cases(q, nfc, sizeof nfc / sizeof nfc[0]);
+    tok_free(q);
+    /* Composed and decomposed spellings, pairwise. */
+    static const char *pairs[][2] = {
+        {"e\u0301", "\u00e9"},
+        {"A\u030a", "\u00c5"},
+        {"\u1100\u1161", "\uac00"},             /* L V -> LV syllable */
+        {"\u1100\u1161\u11a8", "\uac01"},       /* L V T -> LVT syllable */
+        {"\uac00\u11a8", "\uac01"},             /* LV T -> LVT */
+        {"Already NFC \u00e9\u00c5\uac01", "Already NFC \u00e9\u00c5\uac01"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+        expect_same_ids(t, pairs[i][0], strlen(pairs[i][0]), pairs[i][1], strlen(pairs[i][1]));
+    /* Invalid UTF-8 (which HF never sees) is kept byte for byte around the
+     * normalized runs: a mark after an invalid byte composes with nothing. */
+    expect_same_ids(t, "cafe\xcc\x81\xff", 7, "caf\xc3\xa9\xff", 6);
+    int32_t *ids, *ff;
+    size_t n = encode(t, "x\xff\xcc\x81", 4, 0, &ids), nff = encode(t, "\xff", 1, 0, &ff);
+    assert_int_equal(nff, 1);
+    assert_true(n >= 2);
+    assert_int_equal(ids[1], ff[0]);
+    free(ids);
+    free(ff);
+    tok_free(t);
+
+    /* The other forms, and a Sequence that strips acute accents. */
+    static const hf_case nfd[] = {
+        {"caf\u00e9 \ud55c",
+         {66, 8635, 136, 223, 28053, 226, 240, 157, 227, 94, 157, 228, 104},
+         13},
+        {"cafe\u0301 \u1112\u1161\u11ab",
+         {66, 8635, 136, 223, 28053, 226, 240, 157, 227, 94, 157, 228, 104},
+         13},
+    };
+    static const hf_case nfkc[] = {
+        {"\ufb01ne \u00bd \u2460 \uff28\uff45\uff4c\uff4c\uff4f x\u00b2",
+         {38125, 220, 16, 46256, 226, 17, 220, 16, 18435, 2124, 17},
+         11},
+    };
+    static const hf_case nfkd[] = {
+        {"\ufb01ne caf\u00e9 \u00bd", {38125, 26725, 136, 223, 220, 16, 46256, 226, 17}, 9},
+    };
+    static const hf_case strip[] = {
+        {"r\u00e9sum\u00e9 \u00e5 A\u030a", {411, 2454, 6184, 98, 6184, 227}, 6},
+    };
+    t = qwen2_style("qwen2-nfd", "{\"type\":\"NFD\"}");
+    expect_cases(t, nfd, sizeof nfd / sizeof nfd[0]);
+    tok_free(t);
+    t = qwen2_style("qwen2-nfkc", "{\"type\":\"NFKC\"}");
+    expect_cases(t, nfkc, sizeof nfkc / sizeof nfkc[0]);
+    tok_free(t);
+    t = qwen2_style("qwen2-nfkd", "{\"type\":\"NFKD\"}");
+    expect_cases(t, nfkd, sizeof nfkd / sizeof nfkd[0]);
+    tok_free(t);
+    t = qwen2_style("qwen2-strip",
+                    "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFD\"},{\"type\":"
+                    "\"Replace\",\"pattern\":{\"String\":\"\\u0301\"},\"content\":\"\"},"
+                    "{\"type\":\"NFC\"}]}");
+    expect_cases(t, strip, sizeof strip / sizeof strip[0]);
+    tok_free(t);
+}
+
 /* ---- failures ---------------------------------------------------------------------- */
 
 static void expect_load_failure(const char *sub, const char *json, const char *needle)
@@ -730,10 +917,15 @@ static void test_failures(void **state)
                         "{\"model\":{\"type\":\"WordPiece\",\"unk_token\":\"[UNK]\",\"vocab\":{}}}",
                         "WordPiece");
     expect_load_failure("unigram", "{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}", "Unigram");
-    expect_load_failure("nfc",
-                        "{\"normalizer\":{\"type\":\"NFC\"},"
+    expect_load_failure("lowercase",
+                        "{\"normalizer\":{\"type\":\"Lowercase\"},"
                         "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
-                        "NFC");
+                        "Lowercase");
+    expect_load_failure("nfc-seq",
+                        "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":"
+                        "\"NFC\"},{\"type\":\"StripAccents\"}]},"
+                        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+                        "StripAccents");
     expect_load_failure("whitespace",
                         "{\"pre_tokenizer\":{\"type\":\"Whitespace\"},"
                         "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
@@ -783,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_vectors_gpt2),
         cmocka_unit_test(test_vectors_llama_spm),
         cmocka_unit_test(test_split_then_bytelevel),
+        cmocka_unit_test(test_nfc_qwen2),
         cmocka_unit_test(test_stories_basics),
         cmocka_unit_test(test_stories_roundtrip),
         cmocka_unit_test(test_stories_protocol_counts),
