@@ -18,6 +18,7 @@ struct export_ctx {
     int nbufs, capbufs;
     char **skipped;
     int nskipped;
+    st_writer *tee; /* also gets the packed tensors and module metadata (export_tee) */
 };
 
 int export_format_parse(const char *name, export_format *out)
@@ -113,8 +114,12 @@ static int add(export_ctx *e, const char *prefix, const char *suffix, llmq_dtype
     char name[256];
     snprintf(name, sizeof name, "%s.%s", prefix, suffix);
     int64_t shape[2] = {d0, d1};
-    return st_writer_add(e->w, name, dt, ndim, shape, data);
+    if (st_writer_add(e->w, name, dt, ndim, shape, data))
+        return -1;
+    return e->tee ? st_writer_add(e->tee, name, dt, ndim, shape, data) : 0;
 }
+
+void export_tee(export_ctx *e, st_writer *w) { e->tee = w; }
 
 int export_copy_tensor(export_ctx *e, const st_tensor *t)
 {
@@ -143,7 +148,9 @@ static int module_meta(export_ctx *e, const char *prefix, const char *json)
 {
     char key[256];
     snprintf(key, sizeof key, "llmq.quant.%s", prefix);
-    return st_writer_meta(e->w, key, json);
+    if (st_writer_meta(e->w, key, json))
+        return -1;
+    return e->tee ? st_writer_meta(e->tee, key, json) : 0;
 }
 
 static int add_llmq(export_ctx *e, const char *prefix, const llmq_qweight *qw)

@@ -56,6 +56,12 @@ int export_nf4(export_ctx *e, const char *prefix, const llmq_nf4 *q, int out, in
 int export_skip(export_ctx *e, const char *prefix);
 /* An extra __metadata__ entry (provenance: corpus, samples, seed, ...). */
 int export_meta(export_ctx *e, const char *key, const char *value);
+/* From now on also add every packed tensor and per-module metadata entry
+ * (export_qweight, export_nf4) to w; NULL stops. w only borrows the data,
+ * which e owns until export_free. llmq-gptq saves each finished layer's
+ * share of the checkpoint this way, so that a resumed run re-adds exactly
+ * the bytes the interrupted one produced. */
+void export_tee(export_ctx *e, st_writer *w);
 
 /* Write into dir (which must exist): weights (one file, or shards of at most
  * max_shard_bytes when larger; 0 = one file), config.json (src's with

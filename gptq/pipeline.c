@@ -1,15 +1,22 @@
 #include "pipeline.h"
 
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../calib/hessian.h"
 #include "../calib/layerwise.h"
 #include "../calib/sampling.h"
 #include "../formats/hfdir.h"
 #include "../quant/nf4.h"
+#include "../quant/pack.h"
 #include "../quant/rtn.h"
 #include "../src/error.h"
 #include "../src/fileio.h"
@@ -18,14 +25,23 @@
 #include "gptq.h"
 #include "gptq_cuda.h"
 
-/* One row of quant_log.csv. */
-typedef struct {
-    FILE *fp;
-} qlog;
-
 static const llmq_input g_lin_input[LIN_COUNT] = {IN_QKV, IN_QKV, IN_QKV, IN_O, IN_GATEUP, IN_GATEUP, IN_DOWN};
 /* The reference's true-sequential order inside each stage: k, v, q; up, gate. */
 static const llmq_lin g_stage_order[LIN_COUNT] = {LIN_K, LIN_V, LIN_Q, LIN_O, LIN_UP, LIN_GATE, LIN_DOWN};
+
+/* A resumable GPTQ run's work directory "OUT.partial": job.json (the
+ * job_json fields) and layer_<i>.safetensors per finished layer, holding
+ * the layer's packed tensors exactly as in the checkpoint, their
+ * "llmq.quant.*" entries and the layer's quant_log rows in __metadata__. */
+typedef struct {
+    char *dir;        /* NULL: not resumable (RTN / NF4, --no-resume) */
+    cJSON *job;       /* this run's job.json */
+    int exists;       /* dir holds this job's job.json (found, or made at the first save) */
+    int done;         /* layers finished by earlier runs */
+    st_file **files;  /* [n_layers] their saves, mapped until the export is written */
+    st_writer *layer; /* the share of the checkpoint of the layer being quantized */
+    int fail_after;   /* LLMQ_GPTQ_FAIL_AFTER_LAYER test hook, -1 = off */
+} gptq_partial;
 
 typedef struct {
     const gptq_job *j;
@@ -33,11 +49,14 @@ typedef struct {
     st_model *st;
     export_ctx *ex;
     FILE *log;
+    char *rows; /* quant_log.csv rows of the current layer (log_row) */
+    size_t rows_len, rows_cap;
     unsigned char *skip; /* [n_layers * LIN_COUNT] kept in float */
     double t_solve, t_forward, t_pack;
     int gpu_solver;
     float *w, *orig, *h, *hg; /* per-module host buffers, reused */
     size_t w_cap, orig_cap, h_cap, hg_cap;
+    gptq_partial part;
 } job_state;
 
 static int is_skipped(const job_state *js, int layer, llmq_lin w) { return js->skip[layer * LIN_COUNT + w]; }
@@ -80,6 +99,48 @@ static int check_fit(job_state *js)
     return 0;
 }
 
+/* quant_log.csv rows are kept per layer until the layer is done: they go
+ * to the file and, in a resumable run, into the layer's save, from which a
+ * resumed run copies them. */
+static int rows_append(job_state *js, const char *s, size_t n)
+{
+    if (js->rows_len + n + 1 > js->rows_cap) {
+        size_t cap = js->rows_cap ? 2 * js->rows_cap : 1024;
+        while (cap < js->rows_len + n + 1)
+            cap *= 2;
+        char *p = realloc(js->rows, cap);
+        if (!p)
+            return llmq_fail("out of memory for quant_log.csv rows");
+        js->rows = p, js->rows_cap = cap;
+    }
+    memcpy(js->rows + js->rows_len, s, n);
+    js->rows_len += n;
+    js->rows[js->rows_len] = 0;
+    return 0;
+}
+
+static int log_row(job_state *js, const char *fmt, ...) LLMQ_PRINTF(2, 3);
+static int log_row(job_state *js, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return llmq_fail("quant_log.csv: row too long");
+    return rows_append(js, line, (size_t)n);
+}
+
+/* Write the kept rows to quant_log.csv. */
+static int flush_rows(job_state *js)
+{
+    if (js->rows_len && fwrite(js->rows, 1, js->rows_len, js->log) != js->rows_len)
+        return llmq_fail("quant_log.csv: write error");
+    js->rows_len = 0;
+    return ferror(js->log) ? llmq_fail("quant_log.csv: write error") : 0;
+}
+
 static int log_module(job_state *js, int layer, llmq_lin w, const llmq_qweight *qw, const float *W_orig,
                       const float *W_q, double loss, float damp, int retries, double secs)
 {
@@ -90,9 +151,8 @@ static int log_module(job_state *js, int layer, llmq_lin w, const llmq_qweight *
         double d = (double)W_orig[i] - W_q[i];
         err += d * d, ref += (double)W_orig[i] * W_orig[i];
     }
-    fprintf(js->log, "%d,%s,%d,%d,%s,%d,%d,%.6g,%.6g,%g,%d,%.4f\n", layer, config_lin_name(w), qw->out, qw->in,
-            js->j->s.method, qw->bits, qw->group, loss, sqrt(err / (ref > 0 ? ref : 1)), damp, retries, secs);
-    return ferror(js->log) ? llmq_fail("quant_log.csv: write error") : 0;
+    return log_row(js, "%d,%s,%d,%d,%s,%d,%d,%.6g,%.6g,%g,%d,%.4f\n", layer, config_lin_name(w), qw->out, qw->in,
+                   js->j->s.method, qw->bits, qw->group, loss, sqrt(err / (ref > 0 ? ref : 1)), damp, retries, secs);
 }
 
 /* A host buffer kept across modules: fresh multi-hundred-MB allocations
@@ -144,8 +204,8 @@ static int quantize_weight(job_state *js, int layer, llmq_lin w, float *W, int o
             rc = export_nf4(js->ex, prefix, &q, out, in);
             js->t_pack += llmq_now() - tp;
             if (rc == 0)
-                fprintf(js->log, "%d,%s,%d,%d,nf4,4,64,0,%.6g,0,0,%.4f\n", layer, config_lin_name(w), out, in,
-                        0.0, llmq_now() - t0);
+                rc = log_row(js, "%d,%s,%d,%d,nf4,4,64,0,%.6g,0,0,%.4f\n", layer, config_lin_name(w), out, in, 0.0,
+                             llmq_now() - t0);
         }
         if (rc == 0)
             nf4_free(&q);
@@ -212,6 +272,8 @@ static int run_weight_only(job_state *js)
             if (rc)
                 return -1;
         }
+        if (flush_rows(js))
+            return -1;
         progress_update(&pr, l + 1, NULL, 0, NULL);
     }
     progress_end(&pr);
@@ -228,6 +290,48 @@ static int dump_module(const char *dir, const char *prefix, const float *W, int 
     return llmq_write_file(path, H, (size_t)in * in * sizeof(float));
 }
 
+/* ---- stopping on SIGINT / SIGTERM ----
+ * The handler only records the signal; the run checks it between modules
+ * and layers and unwinds like an error, so OUT.tmp.<pid> is removed and
+ * OUT.partial keeps every finished layer. */
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig) { g_signal = sig; }
+
+/* SA_RESETHAND: a second Ctrl-C kills at once, for a user who will not wait
+ * for the current module; SA_RESTART: file I/O in progress carries on. A
+ * signal ignored on entry (nohup, `cmd &` in a script) stays ignored. */
+static void catch_signals(struct sigaction old[2])
+{
+    const int sigs[2] = {SIGINT, SIGTERM};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    g_signal = 0;
+    for (int i = 0; i < 2; i++)
+        if (sigaction(sigs[i], NULL, &old[i]) == 0 && old[i].sa_handler != SIG_IGN)
+            sigaction(sigs[i], &sa, NULL);
+}
+
+static void restore_signals(const struct sigaction old[2])
+{
+    sigaction(SIGINT, &old[0], NULL);
+    sigaction(SIGTERM, &old[1], NULL);
+}
+
+/* -1 with the message the user sees once a signal came, working on `layer`. */
+static int stop_requested(const job_state *js, int layer)
+{
+    if (!g_signal)
+        return 0;
+    if (!js->part.dir)
+        return llmq_fail("interrupted");
+    return llmq_fail("interrupted; rerun the same command to resume from layer %d",
+                     layer > js->part.done ? layer : js->part.done);
+}
+
 /* Solve the modules of `stage` (a mask of inputs) of layer l, with the
  * Hessians just collected; put the dequantized weights back in the layer. */
 static int solve_stage(job_state *js, llmq_model *m, calib_hessian *hs, int l, unsigned stage, int nsamples)
@@ -240,6 +344,8 @@ static int solve_stage(job_state *js, llmq_model *m, calib_hessian *hs, int l, u
         llmq_input g = g_lin_input[w];
         if (!(stage & (1u << g)) || is_skipped(js, l, w))
             continue;
+        if (stop_requested(js, l))
+            return -1;
         llmq_linear *lin = &L->lin[w];
         size_t nw = (size_t)lin->out * lin->in, nh = (size_t)lin->in * lin->in;
         if (Hg_for != (int)g) {
@@ -278,6 +384,470 @@ static int solve_stage(job_state *js, llmq_model *m, calib_hessian *hs, int l, u
     return rc;
 }
 
+/* ---- resuming: OUT.partial ---- */
+
+static int jstr(cJSON *o, const char *key, const char *v)
+{
+    return cJSON_AddStringToObject(o, key, v) ? 0 : llmq_fail("out of memory");
+}
+
+static int jnum(cJSON *o, const char *key, double v)
+{
+    return cJSON_AddNumberToObject(o, key, v) ? 0 : llmq_fail("out of memory");
+}
+
+static int jbool(cJSON *o, const char *key, int v)
+{
+    return cJSON_AddBoolToObject(o, key, v) ? 0 : llmq_fail("out of memory");
+}
+
+/* Size and modification time: a rewritten input file (re-downloaded,
+ * regenerated) makes the finished layers stale. */
+static int add_stamp(cJSON *o, const char *key, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return llmq_fail("%s: %s", path, strerror(errno));
+    char v[96];
+    snprintf(v, sizeof v, "%lld bytes, mtime %lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             (long)st.st_mtim.tv_nsec);
+    return jstr(o, key, v);
+}
+
+/* Absolute where possible: the same files reached from another working
+ * directory are the same job. */
+static int add_path(cJSON *o, const char *key, const char *path)
+{
+    char abs[PATH_MAX];
+    return jstr(o, key, realpath(path, abs) ? abs : path);
+}
+
+/* config.json and every weight file the model's tensors come from. */
+static int add_model_files(cJSON *job, const job_state *js)
+{
+    cJSON *files = cJSON_AddObjectToObject(job, "model_files");
+    char *cfg = llmq_path_join(js->j->model, "config.json");
+    int rc = files && cfg ? add_stamp(files, "config.json", cfg) : llmq_fail("out of memory");
+    free(cfg);
+    for (int i = 0; rc == 0 && i < st_model_count(js->st); i++) {
+        const char *path = st_model_at(js->st, i)->file, *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        if (!cJSON_GetObjectItemCaseSensitive(files, base))
+            rc = add_stamp(files, base, path);
+    }
+    return rc;
+}
+
+/* job.json: everything that determines the bytes of the result. The
+ * device, dtype and solver are part of it: the forward's rounding and the
+ * solvers' tie-breaking differ between them. */
+static cJSON *job_json(const job_state *js, const llmq_backend *b)
+{
+    const gptq_job *j = js->j;
+    const export_settings *s = &j->s;
+    char seed[32], damp[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)j->seed);
+    /* The value as typed (0.01) when that names the same float, else exact. */
+    snprintf(damp, sizeof damp, "%.6g", (double)s->damp);
+    if (strtof(damp, NULL) != s->damp)
+        snprintf(damp, sizeof damp, "%.9g", (double)s->damp);
+    cJSON *o = cJSON_CreateObject();
+    if (!o) {
+        llmq_fail("out of memory");
+        return NULL;
+    }
+    int rc = jstr(o, "llmq_version", LLMQ_VERSION) || add_path(o, "model", j->model) || add_model_files(o, js) ||
+             add_path(o, "data", j->data) || add_stamp(o, "data_file", j->data) ||
+             jstr(o, "field", j->field ? j->field : "") || jnum(o, "samples", j->samples) ||
+             jnum(o, "seqlen", j->seqlen) || jstr(o, "seed", seed) || jbool(o, "records", j->records) ||
+             jstr(o, "method", s->method) || jnum(o, "bits", s->bits) || jnum(o, "group", s->group) ||
+             jbool(o, "sym", s->sym) || jbool(o, "act_order", s->act_order) ||
+             jbool(o, "static_groups", s->static_groups) || jbool(o, "true_sequential", s->true_sequential) ||
+             jstr(o, "damp", damp) || jnum(o, "block", j->block) || jstr(o, "format", export_format_name(j->format)) ||
+             jbool(o, "skip_unfit", j->skip_unfit) || jstr(o, "device", b->name) ||
+             jstr(o, "dtype", llmq_dtype_name(b->dt)) || jstr(o, "solver", js->gpu_solver ? "GPU" : "CPU");
+    if (rc) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Refuse finished layers of another job, naming the first field that
+ * differs (and the file, for the model's files). */
+static int compare_jobs(const char *path, const cJSON *was, const cJSON *now, const char *parent)
+{
+    for (const cJSON *it = now->child; it; it = it->next) {
+        const cJSON *old = cJSON_GetObjectItemCaseSensitive(was, it->string);
+        if (old && cJSON_Compare(old, it, 1))
+            continue;
+        char field[256];
+        snprintf(field, sizeof field, "%s%s%s", parent ? parent : "", parent ? " " : "", it->string);
+        if (old && cJSON_IsObject(old) && cJSON_IsObject(it))
+            return compare_jobs(path, old, it, field);
+        char *a = old ? cJSON_PrintUnformatted(old) : NULL, *b = cJSON_PrintUnformatted(it);
+        llmq_fail("%s: the finished layers there come from another job: %s was %s, is now %s. Rerun with the same "
+                  "settings to resume, or add --restart to discard them",
+                  path, field, a ? a : "absent", b ? b : "?");
+        free(a), free(b);
+        return -1;
+    }
+    return 0;
+}
+
+static char *layer_path(const gptq_partial *p, int l)
+{
+    char name[64];
+    snprintf(name, sizeof name, "layer_%d.safetensors", l);
+    char *path = llmq_path_join(p->dir, name);
+    if (!path)
+        llmq_fail("out of memory");
+    return path;
+}
+
+/* OUT.partial exists: resume if it holds this job, counting the layers
+ * saved in order (a save is renamed into place whole, so it exists only
+ * complete). */
+static int partial_check(job_state *js)
+{
+    gptq_partial *p = &js->part;
+    char *path = llmq_path_join(p->dir, "job.json"), *text = NULL;
+    size_t len;
+    cJSON *was = NULL;
+    int rc = -1;
+    if (!path) {
+        llmq_fail("out of memory");
+        goto done;
+    }
+    if (!llmq_file_exists(path)) {
+        llmq_fail("%s: exists but has no job.json (not left by llmq-gptq?); remove it or add --restart", p->dir);
+        goto done;
+    }
+    if (llmq_read_file(path, &text, &len))
+        goto done;
+    if (!(was = cJSON_ParseWithLength(text, len)) || !cJSON_IsObject(was)) {
+        llmq_fail("%s: invalid JSON; add --restart to start over", path);
+        goto done;
+    }
+    if (compare_jobs(path, was, p->job, NULL))
+        goto done;
+    p->exists = 1;
+    for (char *lp; p->done < js->c->n_layers; p->done++) {
+        if (!(lp = layer_path(p, p->done)))
+            goto done;
+        int saved = llmq_file_exists(lp);
+        free(lp);
+        if (!saved)
+            break;
+    }
+    if (p->done && !js->j->quiet)
+        fprintf(stderr, "llmq-gptq: resuming at layer %d/%d (finished layers in %s)\n", p->done, js->c->n_layers,
+                p->dir);
+    rc = 0;
+done:
+    cJSON_Delete(was);
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* Test hook (tests/e2e/gptq_resume.sh): LLMQ_GPTQ_FAIL_AFTER_LAYER=i makes
+ * the run fail right after layer i is saved, as if it had been killed
+ * there, to check that the rerun resumes with the same bytes. */
+static int fail_after_hook(void)
+{
+    const char *v = getenv("LLMQ_GPTQ_FAIL_AFTER_LAYER");
+    return v && *v ? atoi(v) : -1;
+}
+
+/* Decide what OUT.partial means for this run: nothing (RTN / NF4 are fast
+ * and need no resume; --no-resume), a fresh start (absent; --restart
+ * removes it), or finished layers to resume from. Nothing is created
+ * until the first layer is saved, so a run refused early leaves nothing. */
+static int partial_open(job_state *js, const char *out, const llmq_backend *b)
+{
+    gptq_partial *p = &js->part;
+    const gptq_job *j = js->j;
+    p->fail_after = fail_after_hook();
+    if (strcmp(j->s.method, "gptq"))
+        return 0;
+    size_t n = strlen(out) + sizeof ".partial";
+    char *dir = malloc(n);
+    if (!dir)
+        return llmq_fail("out of memory");
+    snprintf(dir, n, "%s.partial", out);
+    if (j->restart && llmq_file_exists(dir)) {
+        llmq_remove_tree(dir);
+        if (llmq_file_exists(dir)) {
+            llmq_fail("%s: cannot remove it (--restart)", dir);
+            free(dir);
+            return -1;
+        }
+        if (!j->quiet)
+            fprintf(stderr, "llmq-gptq: --restart: removed %s\n", dir);
+    }
+    if (j->no_resume) {
+        free(dir);
+        return 0;
+    }
+    p->dir = dir;
+    if (!(p->files = calloc((size_t)js->c->n_layers, sizeof *p->files)) || !(p->job = job_json(js, b)))
+        return p->files ? -1 : llmq_fail("out of memory");
+    return llmq_file_exists(dir) ? partial_check(js) : 0;
+}
+
+/* Close the saves (after the export is written) and free. */
+static void partial_free(job_state *js)
+{
+    gptq_partial *p = &js->part;
+    for (int l = 0; p->files && l < js->c->n_layers; l++)
+        st_close(p->files[l]);
+    st_writer_free(p->layer);
+    cJSON_Delete(p->job);
+    free(p->files), free(p->dir);
+    memset(p, 0, sizeof *p);
+}
+
+/* OUT.partial and its job.json, at the first save. */
+static int partial_create(gptq_partial *p)
+{
+    if (p->exists)
+        return 0;
+    if (mkdir(p->dir, 0777) != 0)
+        return llmq_fail("%s: cannot create directory: %s", p->dir, strerror(errno));
+    char *text = cJSON_Print(p->job), *path = llmq_path_join(p->dir, "job.json");
+    int rc = text && path ? 0 : llmq_fail("out of memory");
+    if (rc == 0) {
+        size_t n = strlen(text);
+        text[n] = '\n'; /* cJSON_Print's buffer has room: the NUL */
+        rc = llmq_write_file(path, text, n + 1);
+    }
+    free(text), free(path);
+    p->exists = rc == 0;
+    return rc;
+}
+
+/* Start collecting layer l's share of the checkpoint (export_tee). */
+static int save_begin(job_state *js)
+{
+    if (!js->part.dir)
+        return 0;
+    if (!(js->part.layer = st_writer_new()))
+        return llmq_fail("out of memory");
+    export_tee(js->ex, js->part.layer);
+    return 0;
+}
+
+/* Save layer l's packed tensors and quant_log rows, right after its
+ * quantized forward: from here on a crash costs only the layers after l.
+ * The safetensors writer renames the file into place whole. */
+static int save_layer(job_state *js, int l)
+{
+    gptq_partial *p = &js->part;
+    if (!p->layer)
+        return 0;
+    char num[16];
+    snprintf(num, sizeof num, "%d", l);
+    char *path = layer_path(p, l);
+    int rc = !path || st_writer_meta(p->layer, "llmq_gptq.layer", num) ||
+             st_writer_meta(p->layer, "llmq_gptq.quant_log", js->rows_len ? js->rows : "") || partial_create(p) ||
+             st_writer_commit(p->layer, path);
+    export_tee(js->ex, NULL);
+    st_writer_free(p->layer);
+    p->layer = NULL;
+    free(path);
+    return rc ? -1 : 0;
+}
+
+/* A packed tensor of a save, checked against the expected dtype and shape
+ * (d1 = 0: one dimension) and copied to aligned memory (tensor data sits at
+ * any offset in the file). NULL with a message naming the file. */
+static void *saved_tensor(const st_file *f, const char *path, const char *prefix, const char *suffix, llmq_dtype dt,
+                          int64_t d0, int64_t d1)
+{
+    char name[192];
+    snprintf(name, sizeof name, "%s.%s", prefix, suffix);
+    const st_tensor *t = st_find(f, name);
+    if (!t || t->dtype != dt || t->ndim != (d1 ? 2 : 1) || t->shape[0] != d0 || (d1 && t->shape[1] != d1)) {
+        char shape[64];
+        snprintf(shape, sizeof shape, d1 ? "[%lld, %lld]" : "[%lld]", (long long)d0, (long long)d1);
+        llmq_fail("%s: tensor '%s' is missing or is not %s %s; add --restart to start over", path, name,
+                  llmq_dtype_name(dt), shape);
+        return NULL;
+    }
+    void *p = malloc(t->nbytes ? t->nbytes : 1);
+    if (!p)
+        llmq_fail("out of memory reading %s", name);
+    else
+        memcpy(p, t->data, t->nbytes);
+    return p;
+}
+
+/* llmq's layout back into q: codes, fp16 scales and zeros, g_idx only where
+ * act-order left it (src/qweight_load.c reads it the same way). */
+static int unpack_llmq(const job_state *js, const st_file *f, const char *path, const char *prefix, int N, int K,
+                       llmq_qweight *q)
+{
+    const export_settings *s = &js->j->s;
+    int ng = qweight_ngroups(K, s->group), rc = -1;
+    char name[192];
+    snprintf(name, sizeof name, "%s.g_idx", prefix);
+    int has_gidx = st_find(f, name) != NULL;
+    uint8_t *codes = saved_tensor(f, path, prefix, s->bits <= 4 ? "qweight_u4x2" : "qweight_u8", LLMQ_U8, N,
+                                  (int64_t)llmqfmt_row_bytes(K, s->bits));
+    uint16_t *sc = codes ? saved_tensor(f, path, prefix, "scales", LLMQ_F16, N, ng) : NULL;
+    uint16_t *zs = sc ? saved_tensor(f, path, prefix, "zeros", LLMQ_F16, N, ng) : NULL;
+    int32_t *gi = zs && has_gidx ? saved_tensor(f, path, prefix, "g_idx", LLMQ_I32, K, 0) : NULL;
+    if (!zs || (has_gidx && !gi) || qweight_alloc(q, N, K, s->bits, s->group, s->sym) ||
+        llmqfmt_unpack_codes(codes, N, K, s->bits, q->q))
+        goto done;
+    llmqfmt_unpack_params(sc, zs, N, ng, q->scales, q->zeros);
+    for (int k = 0; gi && k < K; k++)
+        if (gi[k] < 0 || gi[k] >= ng) {
+            llmq_fail("%s: '%s'[%d] = %d is not a group (0..%d)", path, name, k, gi[k], ng - 1);
+            goto done;
+        }
+    if (gi)
+        memcpy(q->g_idx, gi, (size_t)K * sizeof *gi);
+    rc = 0;
+done:
+    free(codes), free(sc), free(zs), free(gi);
+    return rc;
+}
+
+/* The GPTQ layout back into q, through gptq_import as for a checkpoint. */
+static int unpack_gptq(const job_state *js, const st_file *f, const char *path, const char *prefix, int N, int K,
+                       llmq_qweight *q)
+{
+    const export_settings *s = &js->j->s;
+    int ng = qweight_ngroups(K, s->group), rc = -1;
+    int32_t *qw = saved_tensor(f, path, prefix, "qweight", LLMQ_I32, (int64_t)gptq_qweight_rows(K, s->bits), N);
+    int32_t *qz = qw ? saved_tensor(f, path, prefix, "qzeros", LLMQ_I32, ng, (int64_t)gptq_qzeros_cols(N, s->bits))
+                     : NULL;
+    uint16_t *sc = qz ? saved_tensor(f, path, prefix, "scales", LLMQ_F16, ng, N) : NULL;
+    int32_t *gi = sc ? saved_tensor(f, path, prefix, "g_idx", LLMQ_I32, K, 0) : NULL;
+    if (gi)
+        rc = gptq_import(qw, qz, sc, gi, K, N, s->bits, s->group > 0 ? s->group : K, ng,
+                         js->j->format == EXPORT_GPTQ_V2, s->sym, q);
+    free(qw), free(qz), free(sc), free(gi);
+    return rc;
+}
+
+/* Install the saved layer l's dequantized weights into the loaded layer:
+ * the fp16-scale dequantization of the packed tensors, the same weights
+ * quantize_weight put there in the interrupted run and a reader of the
+ * checkpoint gets. */
+static int install_layer(job_state *js, llmq_model *m, const st_file *f, const char *path, int l)
+{
+    llmq_backend *b = model_backend(m);
+    llmq_layer *L = model_layer(m, l);
+    for (int w = 0; w < LIN_COUNT; w++) {
+        if (is_skipped(js, l, (llmq_lin)w))
+            continue;
+        llmq_linear *lin = &L->lin[w];
+        size_t nw = (size_t)lin->out * lin->in;
+        char prefix[128];
+        model_lin_prefix(l, (llmq_lin)w, prefix, sizeof prefix);
+        llmq_qweight q = {0};
+        float *W = scratch_buf(&js->w, &js->w_cap, nw);
+        int rc = !W ? -1
+                 : js->j->format == EXPORT_LLMQ ? unpack_llmq(js, f, path, prefix, lin->out, lin->in, &q)
+                                                : unpack_gptq(js, f, path, prefix, lin->out, lin->in, &q);
+        if (rc == 0) {
+            qweight_dequant(&q, W);
+            rc = b->upload(b, lin->w, b->dt, W, LLMQ_F32, nw);
+        }
+        qweight_free(&q);
+        if (rc)
+            return llmq_wrap("%s", prefix);
+    }
+    return 0;
+}
+
+/* Re-add a save's tensors to the export in their order, each module's
+ * "llmq.quant.<module>" entry with them, and its quant_log rows: the export
+ * then holds what the interrupted run had added for this layer. */
+static int readd_layer(job_state *js, const st_file *f, const char *path, int l)
+{
+    const char *num = st_metadata(f, "llmq_gptq.layer"), *rows = st_metadata(f, "llmq_gptq.quant_log");
+    char want[32], prev[160] = "";
+    snprintf(want, sizeof want, "model.layers.%d.", l);
+    if (!num || atoi(num) != l || !rows)
+        return llmq_fail("%s: not the save of layer %d; add --restart to start over", path, l);
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        const char *dot = strrchr(t->name, '.');
+        size_t n = dot ? (size_t)(dot - t->name) : strlen(t->name);
+        if (strncmp(t->name, want, strlen(want)) || n >= sizeof prev)
+            return llmq_fail("%s: tensor '%s' does not belong to layer %d", path, t->name, l);
+        if (export_copy_tensor(js->ex, t))
+            return llmq_wrap("%s", path);
+        if (strlen(prev) == n && !strncmp(prev, t->name, n))
+            continue;
+        memcpy(prev, t->name, n), prev[n] = 0;
+        char key[192];
+        snprintf(key, sizeof key, "llmq.quant.%s", prev);
+        const char *meta = st_metadata(f, key);
+        if (meta && export_meta(js->ex, key, meta))
+            return -1;
+    }
+    return rows_append(js, rows, strlen(rows)) || flush_rows(js) ? -1 : 0;
+}
+
+/* Layer l was finished by an earlier run: re-add its save to the export,
+ * install its quantized weights and run it, so that the hidden states reach
+ * layer l + 1 exactly as in an uninterrupted run. */
+static int resume_layer(job_state *js, llmq_model *m, calib_pass *pass, calib_hessian *hs, int l)
+{
+    llmq_backend *b = model_backend(m);
+    char *path = layer_path(&js->part, l);
+    int rc = path ? st_open(&js->part.files[l], path) : -1;
+    if (rc == 0)
+        rc = readd_layer(js, js->part.files[l], path, l) || model_load_layer(m, l) ||
+             install_layer(js, m, js->part.files[l], path, l);
+    if (rc == 0) {
+        double tf = llmq_now();
+        rc = hessian_begin(hs, -1, 0) || calib_pass_layer(pass, l, 0, pass->set->n) || b->sync(b);
+        js->t_forward += llmq_now() - tf;
+    }
+    model_unload_layer(m, l);
+    free(path);
+    return rc ? -1 : 0;
+}
+
+/* Layer l: observe, solve and install each stage, then run the quantized
+ * layer on the real hidden states for the next one, and save it. */
+static int quantize_layer(job_state *js, llmq_model *m, calib_pass *pass, calib_hessian *hs, void *scratch, int l)
+{
+    llmq_backend *b = model_backend(m);
+    const unsigned all = (1u << IN_COUNT) - 1;
+    const unsigned stages_ts[4] = {1u << IN_QKV, 1u << IN_O, 1u << IN_GATEUP, 1u << IN_DOWN};
+    int nstages = js->j->s.true_sequential ? 4 : 1, n = pass->set->n;
+    if (save_begin(js))
+        return -1;
+    for (int s = 0; s < nstages; s++) {
+        unsigned stage = nstages == 1 ? all : stages_ts[s];
+        double tf = llmq_now();
+        if (b->copy(b, scratch, pass->state, calib_pass_bytes(pass)) || hessian_begin(hs, l, stage) ||
+            calib_pass_layer_on(pass, scratch, l, 0, n) || b->sync(b))
+            return -1;
+        js->t_forward += llmq_now() - tf;
+        if (solve_stage(js, m, hs, l, stage, n))
+            return -1;
+    }
+    double tf = llmq_now();
+    hessian_begin(hs, -1, 0);
+    if (calib_pass_layer(pass, l, 0, n) || b->sync(b))
+        return -1;
+    js->t_forward += llmq_now() - tf;
+    model_unload_layer(m, l);
+    if (save_layer(js, l) || flush_rows(js))
+        return -1;
+    if (l == js->part.fail_after)
+        return llmq_fail("LLMQ_GPTQ_FAIL_AFTER_LAYER=%d: stopping after layer %d as if killed (test hook)", l, l);
+    return 0;
+}
+
 static int run_gptq(job_state *js, llmq_backend *b)
 {
     const gptq_job *j = js->j;
@@ -293,7 +863,6 @@ static int run_gptq(job_state *js, llmq_backend *b)
                                                  j->seed))
         goto done;
     int chunk = calib_chunk_rows(&set, strcmp(b->name, "cpu") ? 16384 : 8192);
-    js->gpu_solver = strcmp(b->name, "cuda") == 0 && !j->cpu_solver;
     if (model_open(&m, j->model, b, chunk) || hessian_new(&hs, m))
         goto done;
     llmq_hooks hooks = hessian_hooks(hs);
@@ -305,30 +874,13 @@ static int run_gptq(job_state *js, llmq_backend *b)
                 "llmq-gptq: %d calibration samples, %zu tokens; hidden states 2 x %.1f MiB on %s; solver on the %s\n",
                 set.n, (size_t)set.off[set.n], (double)calib_pass_bytes(&pass) / 1048576.0, b->name,
                 js->gpu_solver ? "GPU" : "CPU");
-    const unsigned all = (1u << IN_COUNT) - 1;
-    const unsigned stages_ts[4] = {1u << IN_QKV, 1u << IN_O, 1u << IN_GATEUP, 1u << IN_DOWN};
-    int nstages = j->s.true_sequential ? 4 : 1;
     llmq_progress pr;
     progress_start(&pr, "layer", js->c->n_layers, j->quiet);
     for (int l = 0; l < js->c->n_layers; l++) {
-        for (int s = 0; s < nstages; s++) {
-            unsigned stage = nstages == 1 ? all : stages_ts[s];
-            double tf = llmq_now();
-            if (b->copy(b, scratch, pass.state, calib_pass_bytes(&pass)) || hessian_begin(hs, l, stage) ||
-                calib_pass_layer_on(&pass, scratch, l, 0, set.n))
-                goto done;
-            if (b->sync(b))
-                goto done;
-            js->t_forward += llmq_now() - tf;
-            if (solve_stage(js, m, hs, l, stage, set.n))
-                goto done;
-        }
-        double tf = llmq_now();
-        hessian_begin(hs, -1, 0);
-        if (calib_pass_layer(&pass, l, 0, set.n) || b->sync(b))
+        if (stop_requested(js, l))
             goto done;
-        js->t_forward += llmq_now() - tf;
-        model_unload_layer(m, l);
+        if (l < js->part.done ? resume_layer(js, m, &pass, hs, l) : quantize_layer(js, m, &pass, hs, scratch, l))
+            goto done;
         char extra[96];
         snprintf(extra, sizeof extra, "solve %.1fs forward %.1fs", js->t_solve, js->t_forward);
         progress_update(&pr, l + 1, NULL, 0, extra);
@@ -369,25 +921,29 @@ static int copy_float_tensors(job_state *js)
 
 int gptq_run(const gptq_job *j, llmq_backend *b)
 {
-    job_state js = {.j = j};
+    job_state js = {.j = j, .part.fail_after = -1};
     llmq_config cfg;
     llmq_outdir od = {0};
-    int rc = -1, od_begun = 0;
+    int rc = -1, od_begun = 0, is_gptq = !strcmp(j->s.method, "gptq");
+    struct sigaction old_sig[2];
     double t0 = llmq_now();
     if (config_load(&cfg, j->model))
         return -1;
     if (cfg.quant_method[0])
         return llmq_fail("%s: the model is already quantized (%s)", j->model, cfg.quant_method);
     js.c = &cfg;
+    js.gpu_solver = is_gptq && strcmp(b->name, "cuda") == 0 && !j->cpu_solver;
     js.skip = calloc((size_t)cfg.n_layers * LIN_COUNT, 1);
     if (!js.skip)
         return llmq_fail("out of memory");
+    if (is_gptq)
+        catch_signals(old_sig);
     if (export_check_settings(j->format, &j->s) || check_fit(&js) || st_model_open(&js.st, j->model))
         goto done;
     if (llmq_outdir_begin(&od, j->out, j->model, j->force))
         goto done;
     od_begun = 1;
-    if (llmq_outdir_create(&od) || export_new(&js.ex, j->format, &j->s))
+    if (llmq_outdir_create(&od) || export_new(&js.ex, j->format, &j->s) || partial_open(&js, od.out, b))
         goto done;
     char *log_path = llmq_path_join(od.tmp, "quant_log.csv");
     js.log = log_path ? fopen(log_path, "w") : NULL;
@@ -397,7 +953,7 @@ int gptq_run(const gptq_job *j, llmq_backend *b)
         goto done;
     }
     fprintf(js.log, "layer,module,out,in,method,bits,group,gptq_loss,weight_rel_err,damp,retries,seconds\n");
-    if (!strcmp(j->s.method, "gptq") ? run_gptq(&js, b) : run_weight_only(&js))
+    if (is_gptq ? run_gptq(&js, b) : run_weight_only(&js))
         goto done;
     for (int l = 0; l < cfg.n_layers; l++)
         for (int w = 0; w < LIN_COUNT; w++)
@@ -426,10 +982,19 @@ int gptq_run(const gptq_job *j, llmq_backend *b)
     }
     js.log = NULL;
     double tw = llmq_now();
-    if (export_write(js.ex, j->model, od.tmp, j->shard_bytes ? j->shard_bytes : hfdir_shard_bytes(js.st, j->model)) ||
+    if (stop_requested(&js, cfg.n_layers) ||
+        export_write(js.ex, j->model, od.tmp, j->shard_bytes ? j->shard_bytes : hfdir_shard_bytes(js.st, j->model)) ||
         llmq_outdir_commit(&od))
         goto done;
     od_begun = 0;
+    if (js.part.exists) {
+        /* OUT is in place: the finished layers are no longer needed. */
+        char *dir = strdup(js.part.dir);
+        partial_free(&js);
+        if (dir)
+            llmq_remove_tree(dir);
+        free(dir);
+    }
     if (!j->quiet)
     {
         double total = llmq_now() - t0, write = llmq_now() - tw;
@@ -446,7 +1011,13 @@ done:
     if (od_begun)
         llmq_outdir_abort(&od);
     export_free(js.ex);
+    partial_free(&js); /* after the export, which points into the saves */
     st_model_close(js.st);
-    free(js.skip), free(js.w), free(js.orig), free(js.h), free(js.hg);
+    free(js.skip), free(js.w), free(js.orig), free(js.h), free(js.hg), free(js.rows);
+    if (is_gptq) {
+        if (rc && g_signal)
+            rc = 128 + g_signal;
+        restore_signals(old_sig);
+    }
     return rc;
 }

@@ -8,7 +8,15 @@
  * layer runs on the real hidden states to feed the next one. With
  * true-sequential the observation is split in four stages (q/k/v, o,
  * gate/up, down), each seeing the modules of the earlier stages quantized.
- * RTN and NF4 need no calibration data: each weight is quantized on its own. */
+ * RTN and NF4 need no calibration data: each weight is quantized on its own.
+ *
+ * A GPTQ run can be resumed: each finished layer's packed tensors and
+ * quant_log rows are saved in "OUT.partial" (next to OUT) with job.json,
+ * everything that determines the result. A rerun with the same job re-adds
+ * those tensors, installs their dequantized weights, re-runs the finished
+ * layers' forward to rebuild the hidden states and goes on from the first
+ * missing layer: the output is byte-identical to an uninterrupted run.
+ * SIGINT / SIGTERM stop the run between modules, keeping OUT.partial. */
 #ifndef LLMQ_GPTQ_PIPELINE_H
 #define LLMQ_GPTQ_PIPELINE_H
 
@@ -30,8 +38,13 @@ typedef struct {
     size_t shard_bytes; /* 0 = shard like the input */
     const char *dump_dir; /* write W and H of every module here (for the reference check) */
     int cpu_solver;       /* solve on the CPU even when the forward runs on CUDA */
+    int restart;          /* discard OUT.partial and start over */
+    int no_resume;        /* neither read nor write OUT.partial */
 } gptq_job;
 
+/* 0 on success, -1 on error, 128 + the signal number when SIGINT or SIGTERM
+ * stopped a GPTQ run (the message says how to resume); the caller prints
+ * llmq_last_error() and exits with the status. */
 int gptq_run(const gptq_job *j, llmq_backend *b);
 
 #endif

@@ -37,9 +37,18 @@ static const char *USAGE =
     "  --cpu-solver       solve on the CPU (LAPACK) even when the forward runs on cuda\n"
     "  --dump DIR         also write every module's W and H (fp32) into DIR\n"
     "  --force            replace a non-empty OUTDIR\n"
+    "  --restart          discard the finished layers in OUTDIR.partial and start over\n"
+    "  --no-resume        neither resume from nor keep OUTDIR.partial\n"
     "  --quiet            no progress\n"
     "\n"
-    "OUTDIR gets quant_log.csv: per module the GPTQ loss, weight error, damping, time.\n";
+    "OUTDIR gets quant_log.csv: per module the GPTQ loss, weight error, damping, time.\n"
+    "\n"
+    "GPTQ resumes after a crash or Ctrl-C: each finished layer is saved in OUTDIR.partial\n"
+    "(with job.json, the settings and input files it depends on), and rerunning the same\n"
+    "command goes on from the first unfinished layer, with the same output bytes as an\n"
+    "uninterrupted run. A different job is refused, naming what changed. OUTDIR.partial\n"
+    "is removed once OUTDIR is written. Ctrl-C or SIGTERM stops after the current module\n"
+    "(exit status 130 / 143); a second Ctrl-C stops at once.\n";
 
 int main(int argc, char **argv)
 {
@@ -114,6 +123,10 @@ int main(int argc, char **argv)
             j.dump_dir = cli_value(argc, argv, &i);
         } else if (!strcmp(a, "--force")) {
             j.force = 1;
+        } else if (!strcmp(a, "--restart")) {
+            j.restart = 1;
+        } else if (!strcmp(a, "--no-resume")) {
+            j.no_resume = 1;
         } else if (!strcmp(a, "--quiet")) {
             j.quiet = 1;
         } else {
@@ -150,5 +163,5 @@ int main(int argc, char **argv)
         llmq_print_error("llmq-gptq");
     if (b)
         b->destroy(b);
-    return rc ? 1 : 0;
+    return rc > 0 ? rc : rc ? 1 : 0; /* > 0: 128 + the signal that stopped it */
 }
