@@ -22,6 +22,7 @@
 #include "../src/fileio.h"
 #include "../src/outdir.h"
 #include "../src/progress.h"
+#include "../src/qweight_load.h"
 #include "gptq.h"
 #include "gptq_cuda.h"
 
@@ -659,80 +660,6 @@ static int save_layer(job_state *js, int l)
     return rc ? -1 : 0;
 }
 
-/* A packed tensor of a save, checked against the expected dtype and shape
- * (d1 = 0: one dimension) and copied to aligned memory (tensor data sits at
- * any offset in the file). NULL with a message naming the file. */
-static void *saved_tensor(const st_file *f, const char *path, const char *prefix, const char *suffix, llmq_dtype dt,
-                          int64_t d0, int64_t d1)
-{
-    char name[192];
-    snprintf(name, sizeof name, "%s.%s", prefix, suffix);
-    const st_tensor *t = st_find(f, name);
-    if (!t || t->dtype != dt || t->ndim != (d1 ? 2 : 1) || t->shape[0] != d0 || (d1 && t->shape[1] != d1)) {
-        char shape[64];
-        snprintf(shape, sizeof shape, d1 ? "[%lld, %lld]" : "[%lld]", (long long)d0, (long long)d1);
-        llmq_fail("%s: tensor '%s' is missing or is not %s %s; add --restart to start over", path, name,
-                  llmq_dtype_name(dt), shape);
-        return NULL;
-    }
-    void *p = malloc(t->nbytes ? t->nbytes : 1);
-    if (!p)
-        llmq_fail("out of memory reading %s", name);
-    else
-        memcpy(p, t->data, t->nbytes);
-    return p;
-}
-
-/* llmq's layout back into q: codes, fp16 scales and zeros, g_idx only where
- * act-order left it (src/qweight_load.c reads it the same way). */
-static int unpack_llmq(const job_state *js, const st_file *f, const char *path, const char *prefix, int N, int K,
-                       llmq_qweight *q)
-{
-    const export_settings *s = &js->j->s;
-    int ng = qweight_ngroups(K, s->group), rc = -1;
-    char name[192];
-    snprintf(name, sizeof name, "%s.g_idx", prefix);
-    int has_gidx = st_find(f, name) != NULL;
-    uint8_t *codes = saved_tensor(f, path, prefix, s->bits <= 4 ? "qweight_u4x2" : "qweight_u8", LLMQ_U8, N,
-                                  (int64_t)llmqfmt_row_bytes(K, s->bits));
-    uint16_t *sc = codes ? saved_tensor(f, path, prefix, "scales", LLMQ_F16, N, ng) : NULL;
-    uint16_t *zs = sc ? saved_tensor(f, path, prefix, "zeros", LLMQ_F16, N, ng) : NULL;
-    int32_t *gi = zs && has_gidx ? saved_tensor(f, path, prefix, "g_idx", LLMQ_I32, K, 0) : NULL;
-    if (!zs || (has_gidx && !gi) || qweight_alloc(q, N, K, s->bits, s->group, s->sym) ||
-        llmqfmt_unpack_codes(codes, N, K, s->bits, q->q))
-        goto done;
-    llmqfmt_unpack_params(sc, zs, N, ng, q->scales, q->zeros);
-    for (int k = 0; gi && k < K; k++)
-        if (gi[k] < 0 || gi[k] >= ng) {
-            llmq_fail("%s: '%s'[%d] = %d is not a group (0..%d)", path, name, k, gi[k], ng - 1);
-            goto done;
-        }
-    if (gi)
-        memcpy(q->g_idx, gi, (size_t)K * sizeof *gi);
-    rc = 0;
-done:
-    free(codes), free(sc), free(zs), free(gi);
-    return rc;
-}
-
-/* The GPTQ layout back into q, through gptq_import as for a checkpoint. */
-static int unpack_gptq(const job_state *js, const st_file *f, const char *path, const char *prefix, int N, int K,
-                       llmq_qweight *q)
-{
-    const export_settings *s = &js->j->s;
-    int ng = qweight_ngroups(K, s->group), rc = -1;
-    int32_t *qw = saved_tensor(f, path, prefix, "qweight", LLMQ_I32, (int64_t)gptq_qweight_rows(K, s->bits), N);
-    int32_t *qz = qw ? saved_tensor(f, path, prefix, "qzeros", LLMQ_I32, ng, (int64_t)gptq_qzeros_cols(N, s->bits))
-                     : NULL;
-    uint16_t *sc = qz ? saved_tensor(f, path, prefix, "scales", LLMQ_F16, ng, N) : NULL;
-    int32_t *gi = sc ? saved_tensor(f, path, prefix, "g_idx", LLMQ_I32, K, 0) : NULL;
-    if (gi)
-        rc = gptq_import(qw, qz, sc, gi, K, N, s->bits, s->group > 0 ? s->group : K, ng,
-                         js->j->format == EXPORT_GPTQ_V2, s->sym, q);
-    free(qw), free(qz), free(sc), free(gi);
-    return rc;
-}
-
 /* Install the saved layer l's dequantized weights into the loaded layer:
  * the fp16-scale dequantization of the packed tensors, the same weights
  * quantize_weight put there in the interrupted run and a reader of the
@@ -741,6 +668,13 @@ static int install_layer(job_state *js, llmq_model *m, const st_file *f, const c
 {
     llmq_backend *b = model_backend(m);
     llmq_layer *L = model_layer(m, l);
+    /* Read the save as llmq-eval reads a checkpoint (src/qweight_load.c). */
+    qw_source src = {.file = f, .where = path};
+    llmq_config qcfg = *js->c;
+    const export_settings *s = &js->j->s;
+    snprintf(qcfg.quant_method, sizeof qcfg.quant_method, "%s", js->j->format == EXPORT_LLMQ ? "llmq" : "gptq");
+    qcfg.q_bits = s->bits, qcfg.q_group = s->group, qcfg.q_sym = s->sym;
+    snprintf(qcfg.q_checkpoint_format, sizeof qcfg.q_checkpoint_format, "%s", export_format_name(js->j->format));
     for (int w = 0; w < LIN_COUNT; w++) {
         if (is_skipped(js, l, (llmq_lin)w))
             continue;
@@ -748,16 +682,9 @@ static int install_layer(job_state *js, llmq_model *m, const st_file *f, const c
         size_t nw = (size_t)lin->out * lin->in;
         char prefix[128];
         model_lin_prefix(l, (llmq_lin)w, prefix, sizeof prefix);
-        llmq_qweight q = {0};
         float *W = scratch_buf(&js->w, &js->w_cap, nw);
-        int rc = !W ? -1
-                 : js->j->format == EXPORT_LLMQ ? unpack_llmq(js, f, path, prefix, lin->out, lin->in, &q)
-                                                : unpack_gptq(js, f, path, prefix, lin->out, lin->in, &q);
-        if (rc == 0) {
-            qweight_dequant(&q, W);
-            rc = b->upload(b, lin->w, b->dt, W, LLMQ_F32, nw);
-        }
-        qweight_free(&q);
+        int rc = !W || qweight_load_from(&src, &qcfg, prefix, lin->out, lin->in, W) ||
+                 b->upload(b, lin->w, b->dt, W, LLMQ_F32, nw);
         if (rc)
             return llmq_wrap("%s", prefix);
     }

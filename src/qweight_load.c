@@ -10,12 +10,22 @@
 #include "../quant/pack.h"
 #include "error.h"
 
-static const st_tensor *need(const st_model *st, const char *dir, const char *prefix, const char *suffix,
+static const st_tensor *find(const qw_source *src, const char *name)
+{
+    return src->model ? st_model_find(src->model, name) : st_find(src->file, name);
+}
+
+static const char *meta(const qw_source *src, const char *key)
+{
+    return src->model ? st_model_metadata(src->model, key) : st_metadata(src->file, key);
+}
+
+static const st_tensor *need(const qw_source *st, const char *dir, const char *prefix, const char *suffix,
                              llmq_dtype dt, int ndim)
 {
     char name[192];
     snprintf(name, sizeof name, "%s.%s", prefix, suffix);
-    const st_tensor *t = st_model_find(st, name);
+    const st_tensor *t = find(st, name);
     if (!t) {
         llmq_fail("%s: tensor '%s' is missing", dir, name);
         return NULL;
@@ -42,7 +52,7 @@ static void *aligned_copy(const st_tensor *t)
 /* GPTQ v1/v2: qweight int32 [K*b/32, N], qzeros int32 [ng, N*b/32],
  * scales fp16 [ng, N], g_idx int32 [K] (k / G when absent, as in old
  * AutoGPTQ checkpoints). */
-static int load_gptq(const st_model *st, const llmq_config *cfg, const char *dir, const char *prefix, int N, int K,
+static int load_gptq(const qw_source *st, const llmq_config *cfg, const char *dir, const char *prefix, int N, int K,
                      float *w)
 {
     int bits = cfg->q_bits;
@@ -62,7 +72,7 @@ static int load_gptq(const st_model *st, const llmq_config *cfg, const char *dir
     int group = cfg->q_group > 0 ? cfg->q_group : K;
     char name[192];
     snprintf(name, sizeof name, "%s.g_idx", prefix);
-    const st_tensor *gi = st_model_find(st, name);
+    const st_tensor *gi = find(st, name);
     int32_t *g_idx = malloc((size_t)K * sizeof *g_idx);
     void *qwd = aligned_copy(qw), *qzd = aligned_copy(qz), *scd = aligned_copy(sc);
     int rc = -1;
@@ -94,12 +104,12 @@ done:
 }
 
 /* Per-module settings from "llmq.quant.<m>" in __metadata__ (JSON). */
-static int llmq_module_meta(const st_model *st, const char *dir, const char *prefix, char *method, size_t mlen,
+static int llmq_module_meta(const qw_source *st, const char *dir, const char *prefix, char *method, size_t mlen,
                             int *bits, int *group, int *sym, int *nf4_double)
 {
     char key[256];
     snprintf(key, sizeof key, "llmq.quant.%s", prefix);
-    const char *json = st_model_metadata(st, key);
+    const char *json = meta(st, key);
     if (!json)
         return llmq_fail("%s: no '%s' in the safetensors metadata", dir, key);
     cJSON *o = cJSON_Parse(json);
@@ -122,7 +132,7 @@ static int llmq_module_meta(const st_model *st, const char *dir, const char *pre
     return rc;
 }
 
-static int load_llmq_nf4(const st_model *st, const char *dir, const char *prefix, int N, int K, int dbl, float *w)
+static int load_llmq_nf4(const qw_source *st, const char *dir, const char *prefix, int N, int K, int dbl, float *w)
 {
     size_t n = (size_t)N * K, nb = (n + 63) / 64;
     llmq_nf4 q = {.n = n, .blocksize = 64, .nblocks = nb, .double_quant = dbl, .blocksize2 = 256,
@@ -165,7 +175,7 @@ done:
 }
 
 /* llmq's layout (docs/LLMQ_FORMAT.md). */
-static int load_llmq(const st_model *st, const char *dir, const char *prefix, int N, int K, float *w)
+static int load_llmq(const qw_source *st, const char *dir, const char *prefix, int N, int K, float *w)
 {
     char method[16];
     int bits = 0, group = -1, sym = 0, dbl = 0;
@@ -194,7 +204,7 @@ static int load_llmq(const st_model *st, const char *dir, const char *prefix, in
         goto done;
     llmqfmt_unpack_params(s16, z16, N, ng, q.scales, q.zeros);
     snprintf(name, sizeof name, "%s.g_idx", prefix);
-    const st_tensor *gi = st_model_find(st, name);
+    const st_tensor *gi = find(st, name);
     if (gi) {
         if (gi->dtype != LLMQ_I32 || gi->numel != K) {
             llmq_fail("%s: '%s' must be int32 [%d]", gi->file, name, K);
@@ -217,14 +227,20 @@ done:
     return rc;
 }
 
+int qweight_load_from(const qw_source *src, const llmq_config *cfg, const char *prefix, int out, int in, float *w)
+{
+    if (strcmp(cfg->quant_method, "gptq") == 0)
+        return load_gptq(src, cfg, src->where, prefix, out, in, w);
+    if (strcmp(cfg->quant_method, "llmq") == 0)
+        return load_llmq(src, src->where, prefix, out, in, w);
+    if (cfg->quant_method[0])
+        return llmq_fail("%s: quant_method \"%s\" is not supported (gptq, llmq)", src->where, cfg->quant_method);
+    return llmq_fail("%s: tensor '%s.weight' is missing", src->where, prefix);
+}
+
 int qweight_load_dequant(const st_model *st, const llmq_config *cfg, const char *dir, const char *prefix, int out,
                          int in, float *w)
 {
-    if (strcmp(cfg->quant_method, "gptq") == 0)
-        return load_gptq(st, cfg, dir, prefix, out, in, w);
-    if (strcmp(cfg->quant_method, "llmq") == 0)
-        return load_llmq(st, dir, prefix, out, in, w);
-    if (cfg->quant_method[0])
-        return llmq_fail("%s: quant_method \"%s\" is not supported (gptq, llmq)", dir, cfg->quant_method);
-    return llmq_fail("%s: tensor '%s.weight' is missing", dir, prefix);
+    qw_source src = {.model = st, .where = dir};
+    return qweight_load_from(&src, cfg, prefix, out, in, w);
 }

@@ -7,6 +7,18 @@
 #include "../formats/config.h"
 #include "../formats/safetensors.h"
 
+/* Where the packed tensors come from: a model directory (every shard) or a
+ * single safetensors file (llmq-gptq's per-layer saves when resuming). */
+typedef struct {
+    const st_model *model; /* one of the two */
+    const st_file *file;
+    const char *where; /* directory or file, for messages */
+} qw_source;
+
+/* Dequantize from src; cfg supplies quant_method ("gptq" / "llmq") and,
+ * for GPTQ, bits, group_size, sym and checkpoint_format. */
+int qweight_load_from(const qw_source *src, const llmq_config *cfg, const char *prefix, int out, int in, float *w);
+
 /* Dequantize the linear whose tensors start with prefix
  * ("model.layers.0.self_attn.q_proj") into w [out, in] (float32).
  * Fails naming the tensor when neither "<prefix>.weight" nor a supported
