@@ -1,0 +1,131 @@
+/* W4A16 and W8A16 linears on the GPU from GPTQ checkpoints.
+ *
+ * The arithmetic is quant/wna16_ref.h's: y = x . W^T with
+ * W[n,k] = scales[g][n] * (q[k,n] - zero[g][n]), g = g_idx[k], x and y in
+ * the backend's storage type (F16 or BF16), fp32 accumulation. The weight is
+ * dequantized to dt in registers (rounded once: s * (q - z) is exact in
+ * fp32, so the kernel's W equals the reference's W rounded to dt) and
+ * multiplied on the tensor cores (mma.sync m16n8k16, fp32 accumulators).
+ *
+ * Load-time repack (wna16_prepare). The checkpoint stays GPTQ; the GPU copy
+ * is rearranged once so that the product streams it with one 16-byte load
+ * per lane and no index arithmetic:
+ *   - act-order: the input channels are sorted by group (a stable counting
+ *     sort on g_idx), so every group is a contiguous run of repacked rows;
+ *     a row -> channel table (perm) makes the kernel gather x's columns on
+ *     the fly, and x itself is never rewritten. Without act-order (g_idx =
+ *     k / G, static groups included) the table is the identity and skipped.
+ *   - each group's run is padded to a multiple of 16 rows (one mma k-step)
+ *     and K to a multiple of the 16-byte chunk (64 rows at 4 bits, 32 at 8);
+ *     padding rows read x = 0. So any group size (32/64/128/-1, a short last
+ *     group, K = 172) works with one scale per k-step.
+ *   - codes: per 16 output channels x one chunk of rows, 512 bytes, one
+ *     int4 per lane of a warp, its nibbles (bytes at 8 bits) placed where
+ *     the lane's A fragment of m16n8k16 wants them, so that one LOP3 (PRMT
+ *     at 8 bits) makes a pair of fp16 values 1024 + q (the 0x6400 exponent
+ *     trick) and (h - (1024 + z)) * s finishes the dequantization;
+ *   - scales and zeros: per (group, 16 channels) 8 uint2 {half2 scales of
+ *     channels n and n+8, half2 zeros of the same}, one 8-byte load per lane
+ *     when the group changes. 4 bytes per channel per group, against GPTQ's
+ *     2.5.
+ * N is padded to a multiple of 16 with zero scales (outputs not written).
+ *
+ * Paths of wna16_linear:
+ *   GEMV     decode (any M, meant for M <= 16): one block per 16 output
+ *            channels, 8 warps splitting K, each warp keeping two batches of
+ *            chunks (weight words and the x pairs of the B fragments) in
+ *            registers so that every load is issued a batch ahead of its
+ *            mma; scales/zeros of the tile staged in shared memory. Rows in
+ *            tiles of 8 (one mma n8), 1 or 2 tiles per weight fragment.
+ *   MMA      the first version (any M): x loads and scale lookups next to
+ *            each mma, up to 8 row tiles per fragment; larger M re-streams
+ *            the weight per 64 rows. Slower than GEMV at decode and ~10x
+ *            slower than cuBLAS at M >= 128: a cross-check, and the
+ *            fallback when nothing better is available.
+ *   DENSE    cuBLAS (b->linear) on a dense dt copy of W kept by the handle
+ *            (wna16_cache_dense): as fast as the dense model, at its memory.
+ *   SCRATCH  dequantize W into a caller's scratch buffer (N*K*2 bytes) and
+ *            call cuBLAS: no persistent dense copy, one extra pass over a
+ *            dense W per call.
+ * AUTO takes GEMV up to WNA16_GEMV_MAX_M rows (when the tile's scales fit
+ * its shared memory: groups of >= 32 on 7B shapes always do), else DENSE
+ * when cached, else SCRATCH when a scratch is attached, else MMA.
+ *
+ * Measured (H200, docs/BENCHMARKS_KERNELS.md): GEMV at M = 1 is 1.25-1.56x
+ * cuBLAS fp16 on the dense weight for w4g128 and 1.17-1.44x for w8, but
+ * reaches only 24-31% (4-bit) / 42-55% (8-bit) of the copy bandwidth: it is
+ * bound by loads in flight (two register batches per warp), not by the
+ * dequantization. Act-order costs the x gather (0.75-1.0x cuBLAS at M = 1).
+ * At M = 16 cuBLAS wins (0.7-0.94x). SCRATCH is 0.24-0.44x cuBLAS at
+ * M = 128/512 (the dequantization pass dominates).
+ *
+ * All functions return 0, or -1 with llmq_fail(); none exits. b must be a
+ * CUDA backend (llmq_backend_cuda); work is enqueued on its stream. Only
+ * defined when llmq is built with CUDA (LLMQ_HAVE_CUDA). */
+#ifndef LLMQ_KERNELS_WNA16_H
+#define LLMQ_KERNELS_WNA16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "src/backend.h"
+
+typedef struct wna16_weight wna16_weight;
+
+enum { WNA16_AUTO = 0, WNA16_MMA = 1, WNA16_DENSE = 2, WNA16_SCRATCH = 3, WNA16_GEMV = 4 };
+
+/* AUTO's largest M for the GEMV path (docs/BENCHMARKS_KERNELS.md). */
+#define WNA16_GEMV_MAX_M 16
+
+/* Repack and upload one GPTQ linear (host arrays, FORMATS.md layout):
+ * qweight int32 [K*bits/32, N], qzeros int32 [ng, N*bits/32] (v2: zeros as
+ * stored, else stored + 1), scales fp16 bits [ng, N], g_idx int32 [K] with
+ * ng = max(g_idx) + 1. bits 4 or 8; K*bits and N*bits multiples of 32.
+ * Synchronizes (the host arrays may be freed on return). */
+int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t *qweight, const int32_t *qzeros,
+                  const uint16_t *scales, const int32_t *g_idx, int K, int N, int bits, int v2);
+
+/* A second device copy of a prepared weight (benchmarks rotate copies so
+ * that the weight is read from DRAM, not L2). */
+int wna16_clone(wna16_weight **out, llmq_backend *b, const wna16_weight *src);
+
+void wna16_free(wna16_weight *w);
+
+/* Shape and footprint: K, N, bits, and the bytes of the repacked codes and
+ * scales/zeros that one product reads. */
+void wna16_info(const wna16_weight *w, int *K, int *N, int *bits, size_t *code_bytes, size_t *param_bytes);
+
+/* y [M, N] = x [M, K] . W^T in b->dt (F16 or BF16); x 4-byte aligned. */
+int wna16_linear(wna16_weight *w, llmq_backend *b, void *y, const void *x, int M);
+
+/* The same with the path forced (WNA16_AUTO, _GEMV, _MMA, _DENSE, _SCRATCH); DENSE
+ * and SCRATCH fail when no dense copy / no large enough scratch is there. */
+int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, const void *x, int M, int path);
+
+/* W [N, K] (original channel order) dequantized into dst, in b->dt. */
+int wna16_dequant(const wna16_weight *w, llmq_backend *b, void *dst);
+
+/* on: keep a dense b->dt copy of W (N*K*2 bytes) for the DENSE path,
+ * made now; off: free it. */
+int wna16_cache_dense(wna16_weight *w, llmq_backend *b, int on);
+
+/* Lend a device buffer of `bytes` (>= N*K*2 to be used) for the SCRATCH
+ * path; NULL detaches. The caller keeps ownership; handles may share one. */
+void wna16_set_scratch(wna16_weight *w, void *scratch, size_t bytes);
+
+/* src/model.h's linear seam: set lin->ctx = a prepared wna16_weight,
+ * lin->forward = wna16_forward, lin->free_ctx = wna16_free_ctx. forward adds
+ * lin->bias when present. */
+struct llmq_linear;
+int wna16_forward(struct llmq_linear *lin, llmq_backend *b, void *y, const void *x, int rows);
+void wna16_free_ctx(struct llmq_linear *lin, llmq_backend *b);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

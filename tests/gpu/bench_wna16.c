@@ -1,0 +1,348 @@
+/* Timings of the W4A16 / W8A16 linears (kernels/wna16.h) on Llama-7B shapes
+ * in fp16, against cuBLAS on the dense fp16 weight at the same M.
+ *
+ *   copy      cudaMemcpy device to device of 1 GiB: the bandwidth ceiling
+ *             (bytes read + written), measured in this run
+ *   decode    M = 1, 4, 16 on K->N = 4096->4096, 4096->11008, 11008->4096:
+ *             w4 g128, w4 g128 act-order, w8 g128 (sym), through the GEMV
+ *             kernel (and the first MMA kernel for comparison). GB/s =
+ *             bytes the kernel must read (repacked codes + scales/zeros) /
+ *             time, and as a % of the copy bandwidth; cuBLAS fp16 on the
+ *             dense weight at the same M (its GB/s counts the fp16 weight);
+ *             speedup = cuBLAS / GEMV
+ *   prefill   M = 128, 512, w4 g128: the MMA kernel, the dequantization
+ *             alone, the SCRATCH path (dequantize to fp16 + cuBLAS per
+ *             call) and cuBLAS alone (what the DENSE path costs), TFLOP/s
+ *
+ * Timing: 3 warm-up passes, then REPS passes each bracketed by cudaEvents
+ * on the backend's stream; one pass runs the product once on each of
+ * several copies of the weight (together > 512 MB, so that the weight comes
+ * from DRAM, not the 50-60 MB L2); per-call time = pass / copies, median
+ * over passes. Weights random (codes, zeros fixed at 2^(b-1), scales
+ * 0.002..0.02), x random: never zeros.
+ *
+ * Usage: bench_wna16 [reps]   (default 30) */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/backend_cuda.h"
+#include "kernels/wna16.h"
+#include "src/backend.h"
+#include "src/dtype.h"
+#include "src/error.h"
+
+#define MAXC 64             /* copies of a weight at most */
+#define ROT_BYTES (512u << 20) /* bytes of weight copies rotated through */
+
+static llmq_backend *g;
+static cudaStream_t stream;
+static int reps = 30;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_wna16: %s: %s\n", what, llmq_last_error());
+    exit(1);
+}
+
+static void cuda_ok(cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess) {
+        fprintf(stderr, "bench_wna16: %s: %s\n", what, cudaGetErrorString(e));
+        exit(1);
+    }
+}
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static uint32_t urand32(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (uint32_t)((rng * 2685821657736338717ull) >> 32);
+}
+static float urand(void) { return ((float)urand32() + 0.5f) * (1.0f / 4294967296.0f); }
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "bench_wna16: out of host memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* One pass = fn(arg, i) for i < ncopies. Median ms per call. */
+typedef int (*call_fn)(void *arg, int i);
+
+static float time_calls(call_fn fn, void *arg, int ncopies)
+{
+    cudaEvent_t ev[2];
+    float *ms = xmalloc((size_t)reps * sizeof *ms);
+    for (int w = 0; w < 3; w++)
+        for (int i = 0; i < ncopies; i++)
+            if (fn(arg, i))
+                die("warm-up");
+    cuda_ok(cudaEventCreate(&ev[0]), "event");
+    cuda_ok(cudaEventCreate(&ev[1]), "event");
+    for (int r = 0; r < reps; r++) {
+        cuda_ok(cudaEventRecord(ev[0], stream), "record");
+        for (int i = 0; i < ncopies; i++)
+            if (fn(arg, i))
+                die("run");
+        cuda_ok(cudaEventRecord(ev[1], stream), "record");
+        cuda_ok(cudaEventSynchronize(ev[1]), "sync");
+        cuda_ok(cudaEventElapsedTime(&ms[r], ev[0], ev[1]), "elapsed");
+        ms[r] /= (float)ncopies;
+    }
+    cudaEventDestroy(ev[0]);
+    cudaEventDestroy(ev[1]);
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_float);
+    float med = ms[reps / 2];
+    free(ms);
+    return med;
+}
+
+/* ---- the device copy ceiling ---- */
+
+struct copy_arg {
+    void *dst, *src;
+    size_t n;
+};
+static int run_copy(void *a, int i)
+{
+    (void)i;
+    struct copy_arg *c = a;
+    return cudaMemcpyAsync(c->dst, c->src, c->n, cudaMemcpyDeviceToDevice, stream) == cudaSuccess ? 0 : -1;
+}
+
+/* ---- products ---- */
+
+struct bench {
+    int K, N, M, path;
+    wna16_weight *q[MAXC];
+    int nq;
+    void *dense[MAXC];
+    int nd;
+    void *x, *y;
+};
+
+static int run_q(void *a, int i)
+{
+    struct bench *B = a;
+    return wna16_linear_path(B->q[i], g, B->y, B->x, B->M, B->path);
+}
+
+static int run_dense(void *a, int i)
+{
+    struct bench *B = a;
+    return g->linear(g, B->y, B->x, B->dense[i], NULL, B->M, B->K, B->N);
+}
+
+static int run_dequant(void *a, int i)
+{
+    struct bench *B = a;
+    return wna16_dequant(B->q[i], g, B->dense[0]);
+}
+
+static void *dev_rand(size_t n, float scale)
+{
+    float *h = xmalloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (2.0f * urand() - 1.0f) * scale;
+    void *d = g->alloc(g, n * 2);
+    if (!d || g->upload(g, d, LLMQ_F16, h, LLMQ_F32, n))
+        die("upload");
+    free(h);
+    return d;
+}
+
+/* Random sym GPTQ tensors of a [N, K] linear; act: a random g_idx order. */
+static wna16_weight *make_weight(int K, int N, int bits, int G, int act)
+{
+    const int pf = 32 / bits, ng = (K + G - 1) / G;
+    int32_t *qw = xmalloc((size_t)K / pf * N * 4), *qz = xmalloc((size_t)ng * N / pf * 4), *gi = xmalloc((size_t)K * 4);
+    uint16_t *sc = xmalloc((size_t)ng * N * 2);
+    for (size_t i = 0; i < (size_t)K / pf * N; i++)
+        qw[i] = (int32_t)urand32();
+    const uint32_t f = (1u << (bits - 1)) - 1; /* v1 field of zero 2^(b-1) */
+    uint32_t word = 0;
+    for (int j = 0; j < pf; j++)
+        word |= f << (bits * j);
+    for (size_t i = 0; i < (size_t)ng * N / pf; i++)
+        qz[i] = (int32_t)word;
+    for (size_t i = 0; i < (size_t)ng * N; i++)
+        sc[i] = llmq_f32_to_f16(0.002f + 0.018f * urand());
+    int *P = xmalloc((size_t)K * sizeof *P);
+    for (int k = 0; k < K; k++)
+        P[k] = k;
+    for (int k = K - 1; act && k > 0; k--) {
+        int j = (int)(urand32() % (uint32_t)(k + 1)), t = P[k];
+        P[k] = P[j];
+        P[j] = t;
+    }
+    for (int i = 0; i < K; i++)
+        gi[P[i]] = i / G;
+    wna16_weight *w = NULL;
+    if (wna16_prepare(&w, g, qw, qz, sc, gi, K, N, bits, 0))
+        die("prepare");
+    free(qw);
+    free(qz);
+    free(gi);
+    free(sc);
+    free(P);
+    return w;
+}
+
+static int copies_for(size_t bytes)
+{
+    size_t n = (ROT_BYTES + bytes - 1) / bytes;
+    return n < 2 ? 2 : n > MAXC ? MAXC : (int)n;
+}
+
+static void load(struct bench *B, int bits, int G, int act, int with_dense)
+{
+    size_t cb, pb;
+    B->q[0] = make_weight(B->K, B->N, bits, G, act);
+    wna16_info(B->q[0], NULL, NULL, NULL, &cb, &pb);
+    B->nq = copies_for(cb + pb);
+    for (int i = 1; i < B->nq; i++)
+        if (wna16_clone(&B->q[i], g, B->q[0]))
+            die("clone");
+    B->nd = 0;
+    if (with_dense) {
+        const size_t db = (size_t)B->N * B->K * 2;
+        B->nd = copies_for(db);
+        for (int i = 0; i < B->nd; i++) {
+            B->dense[i] = g->alloc(g, db);
+            if (!B->dense[i] || wna16_dequant(B->q[0], g, B->dense[i]))
+                die("dense");
+        }
+    }
+}
+
+static void unload(struct bench *B)
+{
+    for (int i = 0; i < B->nq; i++)
+        wna16_free(B->q[i]);
+    for (int i = 0; i < B->nd; i++)
+        g->free(g, B->dense[i]);
+    B->nq = B->nd = 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        reps = atoi(argv[1]) > 2 ? atoi(argv[1]) : 3;
+    if (!llmq_cuda_available()) {
+        printf("skipped: no GPU\n");
+        return 77;
+    }
+    if (llmq_backend_cuda(&g, 0, LLMQ_F16))
+        die("backend");
+    stream = (cudaStream_t)llmq_cuda_stream(g);
+    struct cudaDeviceProp prop;
+    cuda_ok(cudaGetDeviceProperties(&prop, 0), "properties");
+    time_t now = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
+    printf("bench_wna16 %s: %s, %d SMs, L2 %d MB, reps %d\n", date, prop.name, prop.multiProcessorCount,
+           prop.l2CacheSize >> 20, reps);
+
+    /* Copy ceiling. */
+    struct copy_arg ca = {.n = (size_t)1 << 30};
+    ca.src = g->alloc(g, ca.n);
+    ca.dst = g->alloc(g, ca.n);
+    if (!ca.src || !ca.dst)
+        die("alloc");
+    cuda_ok(cudaMemsetAsync(ca.src, 0x3C, ca.n, stream), "memset"); /* not zeros; a copy ignores values anyway */
+    float cms = time_calls(run_copy, &ca, 1);
+    const double copy_gbs = 2.0 * (double)ca.n / (cms * 1e-3) / 1e9;
+    printf("copy D2D 1 GiB: %.3f ms, %.0f GB/s (read + write)\n\n", cms, copy_gbs);
+    g->free(g, ca.src);
+    g->free(g, ca.dst);
+
+    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
+    static const struct {
+        const char *name;
+        int bits, G, act;
+    } cfgs[] = {{"w4g128", 4, 128, 0}, {"w4g128act", 4, 128, 1}, {"w8g128", 8, 128, 0}};
+    static const int decode_M[] = {1, 4, 16}, prefill_M[] = {128, 512};
+
+    printf("decode (fp16): us per call; GB/s of weight bytes read (codes + scales/zeros) and %% of copy;\n"
+           "gemv = the decode kernel (AUTO's choice here), mma = the first version; cuBLAS on the dense fp16\n"
+           "weight (GB/s of its fp16 bytes); speedup = cuBLAS / gemv\n");
+    printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s %7s | %7s\n", "K->N", "weight", "M", "gemv us", "GB/s", "%copy",
+           "mma us", "cuBLAS", "GB/s", "speedup");
+    for (int s = 0; s < 3; s++) {
+        struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_AUTO};
+        float td[3] = {0, 0, 0};
+        char sh[32];
+        snprintf(sh, sizeof sh, "%d->%d", B.K, B.N);
+        B.x = dev_rand((size_t)512 * B.K, 1.0f);
+        B.y = g->alloc(g, (size_t)512 * B.N * 2);
+        if (!B.y)
+            die("alloc");
+        for (int c = 0; c < 3; c++) {
+            load(&B, cfgs[c].bits, cfgs[c].G, cfgs[c].act, c == 0);
+            size_t cb, pb;
+            wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
+            for (int mi = 0; mi < 3; mi++) {
+                B.M = decode_M[mi];
+                B.path = WNA16_GEMV;
+                const float tg = time_calls(run_q, &B, B.nq);
+                B.path = WNA16_MMA;
+                const float tm = time_calls(run_q, &B, B.nq);
+                const double gbs = (double)(cb + pb) / (tg * 1e-3) / 1e9;
+                if (c == 0)
+                    td[mi] = time_calls(run_dense, &B, B.nd);
+                const double dgbs = (double)B.N * B.K * 2 / (td[mi] * 1e-3) / 1e9;
+                printf("%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f %7.0f | %6.2fx\n", sh, cfgs[c].name, B.M,
+                       tg * 1e3, gbs, 100.0 * gbs / copy_gbs, tm * 1e3, td[mi] * 1e3, dgbs, td[mi] / tg);
+            }
+            if (c == 0) {
+                /* Prefill on the same weight: MMA, dequantize alone, SCRATCH
+                 * (dequantize + cuBLAS), cuBLAS on the dense weight. */
+                void *scratch = g->alloc(g, (size_t)B.N * B.K * 2);
+                if (!scratch)
+                    die("alloc");
+                for (int i = 0; i < B.nq; i++)
+                    wna16_set_scratch(B.q[i], scratch, (size_t)B.N * B.K * 2);
+                B.path = WNA16_AUTO;
+                const float tq = time_calls(run_dequant, &B, B.nq);
+                printf("%-13s dequantize to fp16: %.1f us (%.0f GB/s written + read)\n", sh, tq * 1e3,
+                       ((double)B.N * B.K * 2 + (double)(cb + pb)) / (tq * 1e-3) / 1e9);
+                for (int mi = 0; mi < 2; mi++) {
+                    B.M = prefill_M[mi];
+                    const double flop = 2.0 * B.M * B.K * B.N;
+                    B.path = WNA16_MMA;
+                    const float tm = time_calls(run_q, &B, B.nq);
+                    B.path = WNA16_SCRATCH;
+                    const float ts = time_calls(run_q, &B, B.nq);
+                    const float tdd = time_calls(run_dense, &B, B.nd);
+                    printf("%-13s prefill M=%d: mma %.1f us (%.0f TFLOP/s), scratch %.1f us (%.0f), "
+                           "cuBLAS fp16 %.1f us (%.0f); speedup mma %.2fx, scratch %.2fx\n",
+                           sh, B.M, tm * 1e3, flop / (tm * 1e-3) / 1e12, ts * 1e3, flop / (ts * 1e-3) / 1e12, tdd * 1e3,
+                           flop / (tdd * 1e-3) / 1e12, tdd / tm, tdd / ts);
+                }
+                g->free(g, scratch);
+            }
+            unload(&B);
+        }
+        g->free(g, B.x);
+        g->free(g, B.y);
+    }
+    g->destroy(g);
+    return 0;
+}

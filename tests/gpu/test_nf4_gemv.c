@@ -1,0 +1,209 @@
+/* kernels/nf4_gemv.cu against the C reference (quant/nf4_gemv_ref.h).
+ *
+ * W [N,K] random (never zero), quantized with nf4_quantize() (blocks of 64,
+ * double-quantized absmax unless marked "plain"), x [M,K] random and
+ * rounded through dt; y poisoned with NaN before each run, every element
+ * checked. Shapes: K, N in {64, 172, 4096, 11008} at M = 1 (172 takes the
+ * generic kernel: blocks straddle rows), M = 1..8 on three of them, F16,
+ * BF16 and F32, and each of the fast kernel's rows-per-warp settings at
+ * M = 1. Pass: relative L2 error against the fp64-summed reference under
+ * 1e-3 (F16), 8e-3 (BF16), 2e-5 (F32).
+ *
+ * Prints "ok|FAIL ..." per check, then "N passed, N failed"; exits 1 on
+ * any failure, 77 (skipped) where no GPU is usable. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/nf4_gemv.h"
+#include "quant/nf4.h"
+#include "quant/nf4_gemv_ref.h"
+#include "src/backend.h"
+#include "src/dtype.h"
+#include "src/error.h"
+
+static int n_pass, n_fail;
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+
+static double urand(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (double)((rng * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Approximately normal (Irwin-Hall of 4 uniforms, unit variance): cheap
+ * enough for 121M weights. */
+static float nrand(void) { return (float)((urand() + urand() + urand() + urand() - 2.0) * 1.7320508075688772); }
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "test_nf4_gemv: out of host memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static void report(int ok, const char *what, llmq_dtype dt, const char *shape, double err)
+{
+    printf("%s %s %s %s err=%.3g\n", ok ? "ok" : "FAIL", what, llmq_dtype_name(dt), shape, err);
+    fflush(stdout);
+    if (ok)
+        n_pass++;
+    else
+        n_fail++;
+}
+
+static void report_error(const char *what, llmq_dtype dt, const char *shape)
+{
+    printf("FAIL %s %s %s error: %s\n", what, llmq_dtype_name(dt), shape, llmq_last_error());
+    fflush(stdout);
+    n_fail++;
+}
+
+/* A quantized weight and its device copy, kept across the checks of one shape. */
+typedef struct {
+    int n, k, dq;
+    llmq_nf4 q;
+    llmq_nf4_gpu d;
+} weight;
+
+static int make_weight(weight *w, int n, int k, int dq)
+{
+    memset(w, 0, sizeof *w);
+    w->n = n;
+    w->k = k;
+    w->dq = dq;
+    size_t nk = (size_t)n * k;
+    float *W = xmalloc(nk * sizeof *W);
+    /* Rows of different magnitudes, so block absmaxes spread (and the
+     * double quantization's offset is not the only scale). */
+    for (int r = 0; r < n; r++) {
+        float s = 0.01f + 0.04f * (float)urand();
+        for (int j = 0; j < k; j++)
+            W[(size_t)r * k + j] = nrand() * s;
+    }
+    int rc = nf4_quantize(W, nk, 64, dq, &w->q);
+    free(W);
+    if (rc)
+        return -1;
+    if (llmq_nf4_gpu_upload(&w->d, &w->q, n, k)) {
+        nf4_free(&w->q);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_weight(weight *w)
+{
+    nf4_free(&w->q);
+    llmq_nf4_gpu_free(&w->d);
+}
+
+static void check(const weight *w, int M, llmq_dtype dt, int rows_per_warp)
+{
+    char shape[96];
+    snprintf(shape, sizeof shape, "M=%d N=%d K=%d%s%s", M, w->n, w->k, w->dq ? "" : " plain",
+             rows_per_warp ? (rows_per_warp == 1 ? " R=1" : rows_per_warp == 2 ? " R=2" : " R=4") : "");
+    const int N = w->n, K = w->k;
+    size_t nx = (size_t)M * K, ny = (size_t)M * N, es = llmq_dtype_size(dt);
+    float *x = xmalloc(nx * sizeof *x), *ref = xmalloc(ny * sizeof *ref), *got = xmalloc(ny * sizeof *got);
+    void *hx = xmalloc(nx * es), *hy = xmalloc(ny * es), *dx = NULL, *dy = NULL;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = nrand();
+    llmq_round_through(x, nx, dt);
+    if (nf4_gemv_ref(&w->q, N, K, x, M, ref)) {
+        report_error("nf4_gemv", dt, shape);
+        goto done;
+    }
+    llmq_convert(hx, dt, x, LLMQ_F32, nx);
+    if (cudaMalloc(&dx, nx * es) != cudaSuccess || cudaMalloc(&dy, ny * es) != cudaSuccess ||
+        cudaMemcpy(dx, hx, nx * es, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemset(dy, 0xFF, ny * es) != cudaSuccess) {
+        llmq_fail("CUDA allocation or copy failed");
+        report_error("nf4_gemv", dt, shape);
+        goto done;
+    }
+    if (rows_per_warp && llmq_nf4_gemv_tune(rows_per_warp)) {
+        report_error("nf4_gemv", dt, shape);
+        goto done;
+    }
+    int rc = llmq_nf4_gemv(NULL, dt, dy, dx, &w->d, M);
+    llmq_nf4_gemv_tune(0);
+    cudaError_t ce = cudaDeviceSynchronize();
+    if (rc || ce != cudaSuccess || cudaMemcpy(hy, dy, ny * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        if (!rc)
+            llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
+        report_error("nf4_gemv", dt, shape);
+        goto done;
+    }
+    llmq_convert(got, LLMQ_F32, hy, dt, ny);
+    double num = 0.0, den = 0.0;
+    int nonfinite = 0;
+    for (size_t i = 0; i < ny; i++) {
+        if (!isfinite(got[i]))
+            nonfinite = 1;
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    double err = nonfinite ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
+    double lim = dt == LLMQ_F16 ? 1e-3 : dt == LLMQ_BF16 ? 8e-3 : 2e-5;
+    report(err <= lim, "nf4_gemv", dt, shape, err);
+done:
+    free(x), free(ref), free(got), free(hx), free(hy);
+    cudaFree(dx), cudaFree(dy);
+}
+
+int main(void)
+{
+    if (!llmq_cuda_available()) {
+        printf("skipped: no GPU\n");
+        return 77;
+    }
+    static const int Ws[] = {64, 172, 4096, 11008};
+    weight w;
+    /* Every shape at M = 1, F16, double-quantized absmax. */
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            if (make_weight(&w, Ws[i], Ws[j], 1)) {
+                report_error("nf4 weight", LLMQ_F16, "make");
+                continue;
+            }
+            check(&w, 1, LLMQ_F16, 0);
+            const int many = (Ws[i] == 4096 && Ws[j] == 4096) || (Ws[i] == 64 && Ws[j] == 172) ||
+                             (Ws[i] == 172 && Ws[j] == 11008) || (Ws[i] == 11008 && Ws[j] == 4096);
+            if (many) {
+                for (int m = 2; m <= 8; m++)
+                    check(&w, m, LLMQ_F16, 0);
+                for (int m = 1; m <= 8; m += 3) {
+                    check(&w, m, LLMQ_BF16, 0);
+                    check(&w, m, LLMQ_F32, 0);
+                }
+                check(&w, 1, LLMQ_F16, 1);
+                check(&w, 1, LLMQ_F16, 4);
+            }
+            free_weight(&w);
+        }
+    /* Plain fp32 absmax. */
+    static const int plain[][2] = {{4096, 4096}, {172, 172}, {4096, 11008}, {172, 4096}};
+    for (int i = 0; i < 4; i++) {
+        if (make_weight(&w, plain[i][0], plain[i][1], 0)) {
+            report_error("nf4 weight", LLMQ_F16, "make plain");
+            continue;
+        }
+        check(&w, 1, LLMQ_F16, 0);
+        check(&w, 5, LLMQ_F16, 0);
+        check(&w, 2, LLMQ_F32, 0);
+        free_weight(&w);
+    }
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

@@ -1,0 +1,493 @@
+/* The W4A16 / W8A16 CUDA linears (kernels/wna16.h) against the C reference
+ * (quant/wna16_ref.h) on GPTQ-layout tensors.
+ *
+ * Inputs come two ways: "random" (random qweight words, zero fields and
+ * fp16 scales: every bit pattern, v1 zero fields of 15 included) and "rtn"
+ * (a random Gaussian W quantized by quant/rtn.h and packed by quant/pack.h,
+ * with act-order done as GPTQ does it: quantize the columns in a random
+ * order, g_idx[P[i]] = i / G). x is random and rounded through dt first,
+ * so the reference sees what the GPU sees; outputs are poisoned with NaN.
+ *
+ * Checks per case, by relative L2 ||gpu - ref|| / ||ref|| (NaN never
+ * passes): the product through the path named (gemv, mma, dense, scratch,
+ * auto),
+ * < 2e-3 in fp16 and < 1e-2 in bf16 (the kernel rounds W to dt once,
+ * the reference keeps it in fp32); "dequant" cases compare wna16_dequant
+ * with the reference's W rounded through dt element by element (must be
+ * identical). Then the llmq_linear seam (wna16_forward with a bias) and the
+ * argument errors.
+ *
+ * Shapes: M in {1, 3, 8, 17, 128}; N, K in {64, 4096, 11008}, K = 172 at
+ * 8 bits (4 bits cannot pack it); bits 4/8; sym/asym; groups 32/64/128/-1;
+ * act-order and static groups; GPTQ v1 and v2 zeros.
+ *
+ * Prints one line per case and "N passed, N failed"; exits 1 on a failure,
+ * 77 without a GPU. No test framework (GPU machines lack cmocka).
+ * "test_wna16 quick": fewer M on the 7B shapes; "test_wna16 small": the
+ * small shapes only (fast enough under compute-sanitizer). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/wna16.h"
+#include "quant/pack.h"
+#include "quant/qweight.h"
+#include "quant/rtn.h"
+#include "quant/wna16_ref.h"
+#include "src/backend.h"
+#include "src/dtype.h"
+#include "src/error.h"
+#include "src/model.h"
+
+static int n_pass, n_fail;
+
+/* ---- random numbers (xorshift64*, Box-Muller) ---- */
+
+static uint64_t rng = 0x7F4A7C159E3779B9ull;
+
+static uint32_t urand32(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (uint32_t)((rng * 2685821657736338717ull) >> 32);
+}
+
+static double urand(void) { return ((double)urand32() + 0.5) * (1.0 / 4294967296.0); }
+
+static float nrand(void)
+{
+    double u1 = urand(), u2 = urand();
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+/* ---- GPTQ tensors ---- */
+
+typedef struct {
+    int K, N, bits, G, ng, v2;
+    int32_t *qweight, *qzeros, *g_idx;
+    uint16_t *scales;
+} gptq_t;
+
+static void gptq_free(gptq_t *t)
+{
+    free(t->qweight);
+    free(t->qzeros);
+    free(t->g_idx);
+    free(t->scales);
+    memset(t, 0, sizeof *t);
+}
+
+/* Quantization order: identity, or a random permutation (act-order). */
+static int *order(int K, int act)
+{
+    int *P = xmalloc((size_t)K * sizeof *P);
+    for (int k = 0; k < K; k++)
+        P[k] = k;
+    for (int k = K - 1; act && k > 0; k--) {
+        int j = (int)(urand32() % (uint32_t)(k + 1)), tmp = P[k];
+        P[k] = P[j];
+        P[j] = tmp;
+    }
+    return P;
+}
+
+static void gptq_alloc(gptq_t *t, int K, int N, int bits, int G, int v2)
+{
+    t->K = K;
+    t->N = N;
+    t->bits = bits;
+    t->G = G;
+    t->v2 = v2;
+    t->ng = qweight_ngroups(K, G);
+    t->qweight = xmalloc(gptq_qweight_rows(K, bits) * N * sizeof(int32_t));
+    t->qzeros = xmalloc((size_t)t->ng * gptq_qzeros_cols(N, bits) * sizeof(int32_t));
+    t->scales = xmalloc((size_t)t->ng * N * sizeof(uint16_t));
+    t->g_idx = xmalloc((size_t)K * sizeof(int32_t));
+}
+
+static void make_random(gptq_t *t, int K, int N, int bits, int G, int sym, int act, int v2)
+{
+    gptq_alloc(t, K, N, bits, G, v2);
+    const int pf = 32 / bits, gs = G < 0 ? K : G;
+    for (size_t i = 0; i < gptq_qweight_rows(K, bits) * N; i++)
+        t->qweight[i] = (int32_t)urand32();
+    const uint32_t symf = (1u << (bits - 1)) - (v2 ? 0u : 1u); /* field of zero 2^(b-1) */
+    for (int g = 0; g < t->ng; g++)
+        for (int w = 0; w < N / pf; w++) {
+            uint32_t word = 0;
+            for (int j = 0; j < pf; j++)
+                word |= (sym ? symf : urand32() & ((1u << bits) - 1)) << (bits * j);
+            t->qzeros[(size_t)g * (N / pf) + w] = (int32_t)word;
+        }
+    for (size_t i = 0; i < (size_t)t->ng * N; i++)
+        t->scales[i] = llmq_f32_to_f16((float)(0.002 + 0.018 * urand()));
+    int *P = order(K, act);
+    for (int i = 0; i < K; i++)
+        t->g_idx[P[i]] = i / gs;
+    free(P);
+}
+
+/* W [N, K] Gaussian, quantized by RTN in the order P (GPTQ's act-order
+ * bookkeeping), packed as a checkpoint would be. */
+static int make_rtn(gptq_t *t, int K, int N, int bits, int G, int sym, int act, int v2)
+{
+    float *W = xmalloc((size_t)N * K * sizeof *W), *Wp = xmalloc((size_t)N * K * sizeof *Wp);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        W[i] = 0.02f * nrand();
+    int *P = order(K, act);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < K; i++)
+            Wp[(size_t)n * K + i] = W[(size_t)n * K + P[i]];
+    llmq_qweight qp = {0}, qw = {0};
+    int rc = rtn_quantize(Wp, N, K, bits, G, sym, 1, &qp);
+    if (!rc)
+        rc = qweight_alloc(&qw, N, K, bits, G, sym);
+    if (!rc) {
+        memcpy(qw.scales, qp.scales, (size_t)qp.ngroups * N * sizeof(float));
+        memcpy(qw.zeros, qp.zeros, (size_t)qp.ngroups * N * sizeof(float));
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < K; i++)
+                qw.q[(size_t)n * K + P[i]] = qp.q[(size_t)n * K + i];
+        for (int i = 0; i < K; i++)
+            qw.g_idx[P[i]] = qp.g_idx[i];
+        gptq_alloc(t, K, N, bits, G, v2);
+        rc = gptq_pack_qweight(&qw, t->qweight);
+        if (!rc)
+            rc = gptq_pack_qzeros(&qw, v2, t->qzeros);
+        gptq_pack_scales(&qw, t->scales);
+        memcpy(t->g_idx, qw.g_idx, (size_t)K * sizeof(int32_t));
+    }
+    qweight_free(&qp);
+    qweight_free(&qw);
+    free(P);
+    free(W);
+    free(Wp);
+    return rc;
+}
+
+/* ---- device helpers ---- */
+
+static void *dev_upload(llmq_backend *b, const float *h, size_t n)
+{
+    void *d = b->alloc(b, n * llmq_dtype_size(b->dt));
+    if (!d || b->upload(b, d, b->dt, h, LLMQ_F32, n)) {
+        fprintf(stderr, "upload: %s\n", llmq_last_error());
+        exit(2);
+    }
+    return d;
+}
+
+static void poison(llmq_backend *b, void *d, size_t n)
+{
+    float *nan = xmalloc(n * sizeof *nan);
+    for (size_t i = 0; i < n; i++)
+        nan[i] = NAN;
+    if (b->upload(b, d, b->dt, nan, LLMQ_F32, n)) {
+        fprintf(stderr, "poison: %s\n", llmq_last_error());
+        exit(2);
+    }
+    free(nan);
+}
+
+/* Relative L2 error; +inf when anything is not finite. */
+static double rel_l2(const float *got, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void report(int ok, const char *what, double err)
+{
+    printf("%s %s err=%.3g\n", ok ? "ok  " : "FAIL", what, err);
+    fflush(stdout);
+    ok ? n_pass++ : n_fail++;
+}
+
+static const char *path_name(int path)
+{
+    return path == WNA16_GEMV      ? "gemv"
+           : path == WNA16_MMA     ? "mma"
+           : path == WNA16_DENSE   ? "dense"
+           : path == WNA16_SCRATCH ? "scratch"
+                                   : "auto";
+}
+
+/* ---- one case ---- */
+
+typedef struct {
+    int rtn, M, K, N, bits, G, sym, act, v2;
+} cfg;
+
+static void run_case(llmq_backend *b, cfg c, const int *Ms, int nM, const int *paths, int npaths, int dequant)
+{
+    char desc[256];
+    const char *dtn = llmq_dtype_name(b->dt);
+    snprintf(desc, sizeof desc, "%s w%d g%d %s %s %s %s K=%d N=%d", dtn, c.bits, c.G, c.sym ? "sym" : "asym",
+             c.act ? "act" : "static", c.v2 ? "v2" : "v1", c.rtn ? "rtn" : "random", c.K, c.N);
+    gptq_t t = {0};
+    if (c.rtn) {
+        if (make_rtn(&t, c.K, c.N, c.bits, c.G, c.sym, c.act, c.v2)) {
+            printf("FAIL %s: build: %s\n", desc, llmq_last_error());
+            n_fail++;
+            gptq_free(&t);
+            return;
+        }
+    } else {
+        make_random(&t, c.K, c.N, c.bits, c.G, c.sym, c.act, c.v2);
+    }
+    wna16_weight *w = NULL;
+    if (wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, c.K, c.N, c.bits, c.v2)) {
+        printf("FAIL %s: prepare: %s\n", desc, llmq_last_error());
+        n_fail++;
+        gptq_free(&t);
+        return;
+    }
+    const double tol = b->dt == LLMQ_F16 ? 2e-3 : 1e-2;
+    const size_t NK = (size_t)c.N * c.K;
+    void *scratch = NULL;
+    for (int p = 0; p < npaths; p++) {
+        if (paths[p] == WNA16_DENSE && wna16_cache_dense(w, b, 1)) {
+            printf("FAIL %s: cache_dense: %s\n", desc, llmq_last_error());
+            n_fail++;
+        }
+        if (paths[p] == WNA16_SCRATCH && !scratch) {
+            scratch = b->alloc(b, NK * 2);
+            if (!scratch) {
+                fprintf(stderr, "alloc: %s\n", llmq_last_error());
+                exit(2);
+            }
+            wna16_set_scratch(w, scratch, NK * 2);
+        }
+    }
+    for (int mi = 0; mi < nM; mi++) {
+        const int M = Ms[mi];
+        float *x = xmalloc((size_t)M * c.K * sizeof *x), *yr = xmalloc((size_t)M * c.N * sizeof *yr),
+              *yg = xmalloc((size_t)M * c.N * sizeof *yg);
+        for (size_t i = 0; i < (size_t)M * c.K; i++)
+            x[i] = nrand();
+        llmq_round_through(x, (size_t)M * c.K, b->dt);
+        if (wna16_gemm_ref(x, t.qweight, t.qzeros, t.scales, t.g_idx, M, c.K, c.N, c.bits, c.v2, yr)) {
+            fprintf(stderr, "ref: %s\n", llmq_last_error());
+            exit(2);
+        }
+        void *dx = dev_upload(b, x, (size_t)M * c.K), *dy = b->alloc(b, (size_t)M * c.N * llmq_dtype_size(b->dt));
+        for (int p = 0; p < npaths; p++) {
+            char what[320];
+            snprintf(what, sizeof what, "%s M=%d %s", desc, M, path_name(paths[p]));
+            poison(b, dy, (size_t)M * c.N);
+            if (wna16_linear_path(w, b, dy, dx, M, paths[p]) || b->download_f32(b, yg, dy, b->dt, (size_t)M * c.N)) {
+                printf("FAIL %s: %s\n", what, llmq_last_error());
+                n_fail++;
+                continue;
+            }
+            double err = rel_l2(yg, yr, (size_t)M * c.N);
+            report(err < tol, what, err);
+        }
+        b->free(b, dx);
+        b->free(b, dy);
+        free(x);
+        free(yr);
+        free(yg);
+    }
+    if (dequant) {
+        /* The repack, read back: must be the reference's W rounded to dt. */
+        float *Wr = xmalloc(NK * sizeof *Wr), *Wg = xmalloc(NK * sizeof *Wg);
+        void *dW = b->alloc(b, NK * 2);
+        if (wna16_dequant_ref(t.qweight, t.qzeros, t.scales, t.g_idx, c.K, c.N, c.bits, c.v2, 0, c.N, Wr)) {
+            fprintf(stderr, "ref: %s\n", llmq_last_error());
+            exit(2);
+        }
+        llmq_round_through(Wr, NK, b->dt);
+        poison(b, dW, NK);
+        char what[300];
+        snprintf(what, sizeof what, "%s dequant", desc);
+        if (wna16_dequant(w, b, dW) || b->download_f32(b, Wg, dW, b->dt, NK)) {
+            printf("FAIL %s: %s\n", what, llmq_last_error());
+            n_fail++;
+        } else {
+            size_t bad = 0;
+            for (size_t i = 0; i < NK; i++)
+                bad += !(Wg[i] == Wr[i]);
+            report(bad == 0, what, (double)bad);
+        }
+        b->free(b, dW);
+        free(Wr);
+        free(Wg);
+    }
+    if (scratch)
+        b->free(b, scratch);
+    wna16_free(w);
+    gptq_free(&t);
+}
+
+/* ---- the llmq_linear seam and argument errors ---- */
+
+static void check_forward(llmq_backend *b)
+{
+    const int M = 5, K = 256, N = 96;
+    gptq_t t = {0};
+    make_random(&t, K, N, 4, 64, 0, 1, 1);
+    wna16_weight *w = NULL;
+    if (wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, K, N, 4, 1)) {
+        printf("FAIL forward: prepare: %s\n", llmq_last_error());
+        n_fail++;
+        gptq_free(&t);
+        return;
+    }
+    float *x = xmalloc((size_t)M * K * sizeof *x), *bias = xmalloc(N * sizeof *bias);
+    float *yr = xmalloc((size_t)M * N * sizeof *yr), *yg = xmalloc((size_t)M * N * sizeof *yg);
+    for (int i = 0; i < M * K; i++)
+        x[i] = nrand();
+    for (int i = 0; i < N; i++)
+        bias[i] = nrand();
+    llmq_round_through(x, (size_t)M * K, b->dt);
+    llmq_round_through(bias, N, b->dt);
+    wna16_gemm_ref(x, t.qweight, t.qzeros, t.scales, t.g_idx, M, K, N, 4, 1, yr);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++)
+            yr[m * N + n] += bias[n];
+    void *dx = dev_upload(b, x, (size_t)M * K), *db = dev_upload(b, bias, N);
+    void *dy = b->alloc(b, (size_t)M * N * 2);
+    poison(b, dy, (size_t)M * N);
+    llmq_linear lin = {.in = K, .out = N, .bias = db, .forward = wna16_forward, .ctx = w, .free_ctx = wna16_free_ctx};
+    int rc = lin.forward(&lin, b, dy, dx, M);
+    if (!rc)
+        rc = b->download_f32(b, yg, dy, b->dt, (size_t)M * N);
+    double err = rc ? INFINITY : rel_l2(yg, yr, (size_t)M * N);
+    report(!rc && err < 2e-3, "forward (llmq_linear seam, bias) f16 M=5 K=256 N=96", err);
+    lin.free_ctx(&lin, b);
+    report(lin.ctx == NULL, "forward free_ctx", 0);
+    b->free(b, dx);
+    b->free(b, db);
+    b->free(b, dy);
+    free(x);
+    free(bias);
+    free(yr);
+    free(yg);
+    gptq_free(&t);
+}
+
+static void check_errors(llmq_backend *b)
+{
+    gptq_t t = {0};
+    make_random(&t, 64, 64, 4, 32, 1, 0, 0);
+    wna16_weight *w = NULL;
+    report(wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 64, 64, 3, 0) != 0 && !w,
+           "error: bits 3 refused", 0);
+    report(wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 60, 64, 4, 0) != 0 && !w,
+           "error: K=60 at 4 bits refused", 0);
+    t.g_idx[5] = -1;
+    report(wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 64, 64, 4, 0) != 0 && !w,
+           "error: negative g_idx refused", 0);
+    t.g_idx[5] = 0;
+    if (wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 64, 64, 4, 0)) {
+        printf("FAIL error checks: prepare: %s\n", llmq_last_error());
+        n_fail++;
+    } else {
+        report(wna16_linear_path(w, b, NULL, NULL, 4, WNA16_DENSE) != 0, "error: dense path without a copy", 0);
+        report(wna16_linear_path(w, b, NULL, NULL, 4, WNA16_SCRATCH) != 0, "error: scratch path without one", 0);
+        report(wna16_linear(w, b, NULL, NULL, 0) == 0, "M = 0 is a no-op", 0);
+        report(wna16_linear_path(w, b, NULL, NULL, 4, 99) != 0, "error: unknown path", 0);
+        llmq_backend *f32 = NULL;
+        if (llmq_backend_cuda(&f32, 0, LLMQ_F32) == 0) {
+            report(wna16_linear(w, f32, NULL, NULL, 4) != 0, "error: F32 backend refused", 0);
+            f32->destroy(f32);
+        }
+        llmq_backend *cpu = NULL;
+        if (llmq_backend_cpu(&cpu) == 0) {
+            report(wna16_linear(w, cpu, NULL, NULL, 4) != 0, "error: CPU backend refused", 0);
+            cpu->destroy(cpu);
+        }
+        wna16_free(w);
+    }
+    gptq_free(&t);
+}
+
+int main(int argc, char **argv)
+{
+    const int quick = argc > 1 && strcmp(argv[1], "quick") == 0;
+    const int small = argc > 1 && strcmp(argv[1], "small") == 0;
+    if (!llmq_cuda_available()) {
+        printf("skipped: no GPU\n");
+        return 77; /* meson's "skipped" */
+    }
+    llmq_backend *f16 = NULL, *bf16 = NULL;
+    if (llmq_backend_cuda(&f16, 0, LLMQ_F16) || llmq_backend_cuda(&bf16, 0, LLMQ_BF16)) {
+        fprintf(stderr, "test_wna16: %s\n", llmq_last_error());
+        return 1;
+    }
+    static const int Ms[] = {1, 3, 8, 17, 128};
+    static const int mma[] = {WNA16_GEMV, WNA16_MMA}, all3[] = {WNA16_GEMV, WNA16_MMA, WNA16_DENSE, WNA16_SCRATCH};
+    static const int autop[] = {WNA16_AUTO};
+    static const int groups[] = {32, 64, 128, -1};
+
+    /* Small shapes: every combination, every M, both input kinds. */
+    int idx = 0;
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int ki = 0; ki < (bits == 8 ? 2 : 1); ki++)
+            for (int gi = 0; gi < 4; gi++)
+                for (int sym = 1; sym >= 0; sym--)
+                    for (int act = 0; act <= 1; act++, idx++) {
+                        const int rtn = idx & 1;
+                        /* rtn asym needs v2 where a zero is 0; random zeros suit both. */
+                        const int v2 = (rtn && !sym) ? 1 : (idx >> 1) & 1;
+                        cfg c = {rtn, 0, ki ? 172 : 64, 64, bits, groups[gi], sym, act, v2};
+                        run_case(f16, c, Ms, 5, mma, 2, idx % 4 == 0);
+                    }
+    if (small)
+        goto seams;
+    /* One thin and one deep extreme. */
+    run_case(f16, (cfg){0, 0, 64, 11008, 4, 32, 0, 1, 1}, (const int[]){1, 8, 17}, 3, mma, 2, 1);
+    run_case(f16, (cfg){0, 0, 11008, 64, 8, 128, 1, 1, 0}, (const int[]){1, 17}, 2, mma, 2, 1);
+    /* Groups of 16 over K = 8192: the tile's scales overflow the GEMV
+     * kernel's shared memory; AUTO must fall back to the MMA kernel. */
+    run_case(f16, (cfg){0, 0, 8192, 64, 4, 16, 0, 1, 1}, (const int[]){1, 5}, 2, autop, 1, 0);
+
+    /* 7B shapes, fp16. */
+    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
+    for (int s = 0; s < 3; s++) {
+        const int K = shapes[s][0], N = shapes[s][1];
+        run_case(f16, (cfg){s == 0, 0, K, N, 4, 128, 1, 1, 0}, Ms, quick ? 2 : 5, s == 0 ? all3 : mma, s == 0 ? 4 : 2,
+                 s == 0);
+        run_case(f16, (cfg){0, 0, K, N, 8, -1, 1, 0, 0}, Ms, quick ? 2 : 5, s == 2 ? all3 : mma, s == 2 ? 4 : 2, 0);
+        if (!quick)
+            run_case(f16, (cfg){s != 0, 0, K, N, 4, 128, 0, 0, 1}, (const int[]){1, 17}, 2, mma, 2, 0);
+    }
+    if (!quick)
+        run_case(f16, (cfg){0, 0, 11008, 11008, 4, 128, 1, 1, 0}, (const int[]){3}, 1, mma, 2, 0);
+
+    /* bf16 */
+    run_case(bf16, (cfg){1, 0, 64, 64, 4, 32, 0, 1, 1}, Ms, 5, mma, 2, 1);
+    run_case(bf16, (cfg){0, 0, 172, 64, 8, 32, 0, 0, 0}, Ms, 5, mma, 2, 1);
+    run_case(bf16, (cfg){0, 0, 4096, 11008, 4, 128, 1, 1, 0}, (const int[]){1, 17, 128}, 3, all3, 4, 0);
+    run_case(bf16, (cfg){1, 0, 4096, 4096, 8, 128, 0, 1, 1}, (const int[]){3, 8}, 2, mma, 2, 1);
+
+seams:
+    check_forward(f16);
+    check_errors(f16);
+
+    bf16->destroy(bf16);
+    f16->destroy(f16);
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
