@@ -27,7 +27,8 @@ step() { # name cmd...: run, keep the log, record pass/fail and the last lines
 say "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null) date: $(date -u +%F)"
 [ -z "${SKIP_BACKEND:-}" ] && step backend_cuda "$B/tests/test_backend_cuda" $QUICK
 step forward_cuda "$B/tests/test_forward_cuda" "$M" "$EV" 512 16
-[ -x "$B/tests/test_gptq_cuda" ] && TAIL=14 step gptq_cuda_vs_cpu "$B/tests/test_gptq_cuda"
+[ -x "$B/tests/test_gptq_cuda" ] && TAIL=14 step gptq_cuda_vs_cpu "$B/tests/test_gptq_cuda" $QUICK
+for k in wna16 w8a8 nf4_gemv; do [ -x "$B/tests/test_$k" ] && TAIL=2 step kernel_$k "$B/tests/test_$k"; done
 for dt in f16 f32 bf16; do
   step eval_tinystories_$dt "$B/llmq-eval" --model "$M" --text "$EV" --ctx 512 --device cuda --dtype $dt --json
 done
