@@ -461,7 +461,7 @@ static int copy_float_tensors(job_state *js)
     return 0;
 }
 
-int gptq_run(const gptq_job *j, llmq_backend *b)
+int gptq_run(const gptq_job *j, llmq_backend *b, gptq_summary *sum)
 {
     job_state js = {.j = j, .part.fail_after = -1};
     llmq_config cfg;
@@ -537,14 +537,20 @@ int gptq_run(const gptq_job *j, llmq_backend *b)
             llmq_remove_tree(dir);
         free(dir);
     }
-    if (!j->quiet)
     {
         double total = llmq_now() - t0, write = llmq_now() - tw;
-        fprintf(stderr,
-                "llmq-gptq: wrote %s in %.1fs (forward %.1fs, solve %.1fs, pack %.1fs, write %.1fs, other %.1fs: "
-                "sampling, loading, Hessian and weight transfers, dequantization)\n",
-                j->out, total, js.t_forward, js.t_solve, js.t_pack, write,
-                total - js.t_forward - js.t_solve - js.t_pack - write);
+        int skipped = 0;
+        for (int i = 0; i < cfg.n_layers * LIN_COUNT; i++)
+            skipped += js.skip[i];
+        if (sum)
+            *sum = (gptq_summary){total, js.t_forward, js.t_solve, js.t_pack, write,
+                                  cfg.n_layers * LIN_COUNT - skipped, skipped, js.part.done};
+        if (!j->quiet)
+            fprintf(stderr,
+                    "llmq-gptq: wrote %s in %.1fs (forward %.1fs, solve %.1fs, pack %.1fs, write %.1fs, other %.1fs: "
+                    "sampling, loading, Hessian and weight transfers, dequantization)\n",
+                    j->out, total, js.t_forward, js.t_solve, js.t_pack, write,
+                    total - js.t_forward - js.t_solve - js.t_pack - write);
     }
     rc = 0;
 done:

@@ -42,9 +42,16 @@ typedef struct {
     int no_resume;        /* neither read nor write OUT.partial */
 } gptq_job;
 
-/* 0 on success, -1 on error, 128 + the signal number when SIGINT or SIGTERM
+/* Where the time went, and what was done (for --json and the log line). */
+typedef struct {
+    double seconds, forward, solve, pack, write;
+    int modules, skipped, resumed_layers;
+} gptq_summary;
+
+/* Run the job; sum (may be NULL) receives the summary on success. Returns
+ * 0 on success, -1 on error, 128 + the signal number when SIGINT or SIGTERM
  * stopped a GPTQ run (the message says how to resume); the caller prints
  * llmq_last_error() and exits with the status. */
-int gptq_run(const gptq_job *j, llmq_backend *b);
+int gptq_run(const gptq_job *j, llmq_backend *b, gptq_summary *sum);
 
 #endif

@@ -2,6 +2,8 @@
 #ifndef LLMQ_CLI_H
 #define LLMQ_CLI_H
 
+#include <stdio.h>
+
 #include "../backend.h"
 #include "../error.h"
 
@@ -14,6 +16,8 @@ const char *cli_value(int argc, char **argv, int *i);
 /* An integer value in [lo, hi], or die naming the option. */
 long cli_long(int argc, char **argv, int *i, long lo, long hi);
 double cli_double(int argc, char **argv, int *i, double lo, double hi);
+/* s as a JSON string literal (quotes, escapes) on fp. */
+void cli_json_string(FILE *fp, const char *s);
 /* Backend from --device (cpu|cuda|auto) and --dtype (f32|f16|bf16|NULL). */
 int cli_backend(const char *prog, const char *device, const char *dtype, llmq_backend **out);
 

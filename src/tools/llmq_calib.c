@@ -167,11 +167,13 @@ int main(int argc, char **argv)
         goto done;
     if (report)
         calib_stats_report(st, stdout, 5);
-    if (json)
+    if (json) {
         printf("{\"samples\": %d, \"tokens\": %ld, \"heldout_samples\": %d, \"seconds\": %.3f, "
-               "\"forward_seconds\": %.3f, \"tokens_per_s\": %.1f, \"output\": \"%s\"}\n",
-               set.n, calib_stats_tokens(st), held, llmq_now() - t0, forward_s, (double)total / forward_s, out);
-    else if (!quiet)
+               "\"forward_seconds\": %.3f, \"tokens_per_s\": %.1f, \"output\": ",
+               set.n, calib_stats_tokens(st), held, llmq_now() - t0, forward_s, (double)total / forward_s);
+        cli_json_string(stdout, out);
+        printf("}\n");
+    } else if (!quiet)
         fprintf(stderr, "llmq-calib: wrote %s (%ld tokens counted, %.0f tokens/s)\n", out, calib_stats_tokens(st),
                 (double)total / forward_s);
     rc = 0;

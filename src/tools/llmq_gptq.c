@@ -40,6 +40,8 @@ static const char *USAGE =
     "  --restart          discard the finished layers in OUTDIR.partial and start over\n"
     "  --no-resume        neither resume from nor keep OUTDIR.partial\n"
     "  --quiet            no progress\n"
+    "  --json             print a JSON summary: output, modules, skipped, resumed_layers,\n"
+    "                     seconds and its split (forward, solve, pack, write)\n"
     "\n"
     "OUTDIR gets quant_log.csv: per module the GPTQ loss, weight error, damping, time.\n"
     "\n"
@@ -56,7 +58,7 @@ int main(int argc, char **argv)
     gptq_job j = {.samples = 128, .seqlen = 2048, .block = 128};
     j.s = (export_settings){.method = "gptq", .bits = 4, .group = 128, .sym = 1, .damp = 0.01f};
     const char *device = "auto", *dtype = NULL, *format = NULL;
-    int static_groups = -1;
+    int static_groups = -1, json = 0;
     double shard_gb = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -129,6 +131,8 @@ int main(int argc, char **argv)
             j.no_resume = 1;
         } else if (!strcmp(a, "--quiet")) {
             j.quiet = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
         } else {
             cli_die("llmq-gptq", "unknown option '%s' (see --help)", a);
         }
@@ -158,9 +162,19 @@ int main(int argc, char **argv)
         if (cli_backend("llmq-gptq", device, dtype, &b))
             return 1;
     }
-    int rc = gptq_run(&j, b);
+    gptq_summary sum;
+    int rc = gptq_run(&j, b, &sum);
     if (rc)
         llmq_print_error("llmq-gptq");
+    else if (json) {
+        printf("{\"output\": ");
+        cli_json_string(stdout, j.out);
+        printf(", \"method\": \"%s\", \"format\": \"%s\", \"modules\": %d, \"skipped\": %d, \"resumed_layers\": %d, "
+               "\"seconds\": %.3f, \"forward_seconds\": %.3f, \"solve_seconds\": %.3f, \"pack_seconds\": %.3f, "
+               "\"write_seconds\": %.3f}\n",
+               j.s.method, export_format_name(j.format), sum.modules, sum.skipped, sum.resumed_layers, sum.seconds,
+               sum.forward, sum.solve, sum.pack, sum.write);
+    }
     if (b)
         b->destroy(b);
     return rc > 0 ? rc : rc ? 1 : 0; /* > 0: 128 + the signal that stopped it */

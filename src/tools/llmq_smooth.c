@@ -37,7 +37,9 @@ static const char *USAGE =
     "  --fold-vo        also smooth o_proj's input into v_proj's rows (exact, GQA-aware)\n"
     "  --fold-ud        also smooth down_proj's input into up_proj's rows (exact)\n"
     "  --force          replace OUTDIR if it exists and is not empty\n"
-    "  --quiet          no progress\n";
+    "  --quiet          no progress\n"
+    "  --json           print a JSON summary (output, alpha, alphas per layer and group,\n"
+    "                   auto's held-out loss per candidate) instead of the tables\n";
 
 static void on_layer(void *ctx, int done, int total)
 {
@@ -87,11 +89,34 @@ static void print_candidates(const smooth_result *r)
     }
 }
 
+static void print_json(const smooth_opts *o, const smooth_result *r, const char *alpha, double seconds)
+{
+    char *alphas = smooth_alphas_json(r);
+    printf("{\"output\": ");
+    cli_json_string(stdout, o->out_dir);
+    printf(", \"alpha\": ");
+    cli_json_string(stdout, alpha);
+    printf(", \"alphas\": %s, \"tensors_changed\": %d, \"tensors_total\": %d, \"seconds\": %.3f",
+           alphas ? alphas : "null", r->tensors_changed, r->tensors_total, seconds);
+    if (r->scored) {
+        printf(", \"heldout_nll\": {\"per_layer_choice\": %.6f", r->cand_nll[0]);
+        for (int k = 0; k < SMOOTH_NGRID; k++)
+            printf(", \"%.2f\": %.6f", smooth_grid_alpha(k), r->cand_nll[1 + k]);
+        printf("}, \"chosen\": ");
+        if (r->chosen == 0)
+            printf("\"per_layer_choice\"");
+        else
+            printf("\"%.2f\"", smooth_grid_alpha(r->chosen - 1));
+    }
+    printf("}\n");
+    free(alphas);
+}
+
 int main(int argc, char **argv)
 {
     smooth_opts o = {.alpha = -2.0};
     const char *alpha = NULL;
-    int quiet = 0, local_only = 0;
+    int quiet = 0, local_only = 0, json = 0;
     const char *device = "auto", *dtype = NULL;
     cli_set_prog("llmq-smooth");
     for (int i = 1; i < argc; i++) {
@@ -114,6 +139,8 @@ int main(int argc, char **argv)
             o.fold_ud = 1;
         } else if (!strcmp(a, "--force")) {
             o.force = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
         } else if (!strcmp(a, "--local-only")) {
             local_only = 1;
         } else if (!strcmp(a, "--device")) {
@@ -149,10 +176,13 @@ int main(int argc, char **argv)
         llmq_print_error(PROG);
         return 1;
     }
-    if (o.alpha == SMOOTH_ALPHA_AUTO && r.scored)
-        print_candidates(&r);
-    if (o.alpha == SMOOTH_ALPHA_AUTO)
+    if (json)
+        print_json(&o, &r, alpha, llmq_now() - t0);
+    else if (o.alpha == SMOOTH_ALPHA_AUTO) {
+        if (r.scored)
+            print_candidates(&r);
         print_alphas(&r);
+    }
     if (!quiet)
         fprintf(stderr, "%s: wrote %s (%d of %d tensors smoothed, alpha %s, %.1f s)\n", PROG, o.out_dir,
                 r.tensors_changed, r.tensors_total, alpha, llmq_now() - t0);

@@ -29,3 +29,10 @@ assert "-:^model\\.layers\\.0\\.mlp\\.down_proj$" in q["dynamic"], q["dynamic"]
 assert json.load(open(d + "/quantize_config.json"))["bits"] == 4
 print("ok   quantization_config with every field and the dynamic skip rules; quantize_config.json")
 PY
+# --json: one parseable summary on stdout.
+"$GPTQ" --model "$MODEL" --method rtn --bits 4 --group 32 --skip-unfit -o "$TMP/js" --quiet --json > "$TMP/js.json"
+python3 -c "
+import json, sys
+d = json.load(open('$TMP/js.json'))
+assert d['modules'] == 20 and d['skipped'] == 15 and d['format'] == 'gptq' and d['seconds'] >= 0, d
+print('ok   --json summary:', d['modules'], 'modules,', d['skipped'], 'kept in float')"
