@@ -27,33 +27,14 @@
 #include "src/dtype.h"
 #include "src/error.h"
 
+#define GT_PROG "bench_ops"
+#define GT_SEED 0x2545F4914F6CDD1Dull
+#include "tests/gpu/gpu_test.h"
+
 #define REPS 20
 
 static llmq_backend *g;
 static cudaStream_t stream;
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_ops: %s: %s\n", what, llmq_last_error());
-    exit(1);
-}
-
-static void cuda_ok(cudaError_t e, const char *what)
-{
-    if (e != cudaSuccess) {
-        fprintf(stderr, "bench_ops: %s: %s\n", what, cudaGetErrorString(e));
-        exit(1);
-    }
-}
-
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static float urand_pm1(void)
-{
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (float)((double)((rng * 2685821657736338717ull) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
 
 /* A device buffer of n elements of type dt filled with uniform values in
  * [-scale, scale] (a random block repeated; never zeros). */

@@ -36,46 +36,16 @@
 #include "src/dtype.h"
 #include "src/error.h"
 
+#define GT_PROG "bench_wna16"
+#define GT_SEED 0x2545F4914F6CDD1Dull
+#include "tests/gpu/gpu_test.h"
+
 #define MAXC 64             /* copies of a weight at most */
 #define ROT_BYTES (512u << 20) /* bytes of weight copies rotated through */
 
 static llmq_backend *g;
 static cudaStream_t stream;
 static int reps = 30;
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_wna16: %s: %s\n", what, llmq_last_error());
-    exit(1);
-}
-
-static void cuda_ok(cudaError_t e, const char *what)
-{
-    if (e != cudaSuccess) {
-        fprintf(stderr, "bench_wna16: %s: %s\n", what, cudaGetErrorString(e));
-        exit(1);
-    }
-}
-
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static uint32_t urand32(void)
-{
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (uint32_t)((rng * 2685821657736338717ull) >> 32);
-}
-static float urand(void) { return ((float)urand32() + 0.5f) * (1.0f / 4294967296.0f); }
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "bench_wna16: out of host memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 static int cmp_float(const void *a, const void *b)
 {

@@ -21,6 +21,10 @@
 #include "src/dtype.h"
 #include "src/error.h"
 
+#define GT_PROG "test_backend_cuda"
+#define GT_SEED 0x9E3779B97F4A7C15ull
+#include "tests/gpu/gpu_test.h"
+
 static int n_pass, n_fail;
 static int g_quick; /* "quick": small shapes only (for compute-sanitizer) */
 static llmq_backend *cpu, *gpu;
@@ -28,15 +32,6 @@ static llmq_dtype g_dt;
 
 /* ---- random numbers (xorshift64*, Box-Muller) ---- */
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-
-static double urand(void) /* [0, 1) */
-{
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (double)((rng * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
-}
 
 static float nrand(void)
 {

@@ -51,34 +51,19 @@
 #include "gptq/gptq_cuda.h"
 #include "src/error.h"
 
+#define GT_PROG "test_gptq_cuda"
+#define GT_SEED 0x2545F4914F6CDD1Dull
+#include "tests/gpu/gpu_test.h"
+
 static int n_pass, n_fail, n_strict;
 
 /* ---- random numbers (xorshift64*, Box-Muller) ---- */
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-
-static double urand(void)
-{
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return ((double)((rng * 2685821657736338717ull) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
 
 static float nrand(void)
 {
     double u1 = urand(), u2 = urand();
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-        exit(2);
-    }
-    return p;
 }
 
 static void *clone_buf(const void *src, size_t n)

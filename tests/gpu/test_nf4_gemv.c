@@ -25,31 +25,16 @@
 #include "src/dtype.h"
 #include "src/error.h"
 
+#define GT_PROG "test_nf4_gemv"
+#define GT_SEED 0x2545F4914F6CDD1Dull
+#include "tests/gpu/gpu_test.h"
+
 static int n_pass, n_fail;
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-
-static double urand(void)
-{
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (double)((rng * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
-}
 
 /* Approximately normal (Irwin-Hall of 4 uniforms, unit variance): cheap
  * enough for 121M weights. */
 static float nrand(void) { return (float)((urand() + urand() + urand() + urand() - 2.0) * 1.7320508075688772); }
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "test_nf4_gemv: out of host memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 static void report(int ok, const char *what, llmq_dtype dt, const char *shape, double err)
 {

@@ -36,34 +36,19 @@
 #include "src/dtype.h"
 #include "src/error.h"
 
+#define GT_PROG "test_w8a8"
+#define GT_SEED 0x9E3779B97F4A7C15ull
+#include "tests/gpu/gpu_test.h"
+
 static int n_pass, n_fail;
 
 /* ---- random numbers (xorshift64*) ---- */
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-
-static double urand(void)
-{
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (double)((rng * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
-}
 
 static float nrand(void)
 {
     double u1 = urand(), u2 = urand();
     return (float)(sqrt(-2.0 * log(u1 + 1e-300)) * cos(6.283185307179586 * u2));
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "test_w8a8: out of host memory\n");
-        exit(2);
-    }
-    return p;
 }
 
 /* Activations [rows, cols]: normal times scale, every 97th channel an

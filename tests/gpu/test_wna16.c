@@ -41,36 +41,19 @@
 #include "src/error.h"
 #include "src/model.h"
 
+#define GT_PROG "test_wna16"
+#define GT_SEED 0x7F4A7C159E3779B9ull
+#include "tests/gpu/gpu_test.h"
+
 static int n_pass, n_fail;
 
 /* ---- random numbers (xorshift64*, Box-Muller) ---- */
 
-static uint64_t rng = 0x7F4A7C159E3779B9ull;
-
-static uint32_t urand32(void)
-{
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return (uint32_t)((rng * 2685821657736338717ull) >> 32);
-}
-
-static double urand(void) { return ((double)urand32() + 0.5) * (1.0 / 4294967296.0); }
 
 static float nrand(void)
 {
     double u1 = urand(), u2 = urand();
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-        exit(2);
-    }
-    return p;
 }
 
 /* ---- GPTQ tensors ---- */

@@ -1,0 +1,63 @@
+/* Helpers shared by the GPU test and benchmark programs (one per program,
+ * header-only). Before including, a program may define GT_PROG (its name in
+ * messages) and GT_SEED (the start of its random stream). */
+#ifndef LLMQ_GPU_TEST_H
+#define LLMQ_GPU_TEST_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cuda_runtime.h>
+
+#include "src/error.h"
+
+#ifndef GT_PROG
+#define GT_PROG "gpu test"
+#endif
+#ifndef GT_SEED
+#define GT_SEED 0x2545F4914F6CDD1Dull
+#endif
+
+/* xorshift64*: fast, deterministic, good enough for test data. */
+static uint64_t rng = GT_SEED;
+
+static inline uint64_t rng_next(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 2685821657736338717ull;
+}
+
+/* Uniform in the open interval (0, 1) (safe under log()). */
+static inline double urand(void) { return ((double)(rng_next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static inline uint32_t urand32(void) { return (uint32_t)(rng_next() >> 32); }
+static inline float urand_pm1(void) { return (float)(2.0 * urand() - 1.0); }
+
+static inline void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "%s: out of host memory (%zu bytes)\n", GT_PROG, n);
+        exit(2);
+    }
+    return p;
+}
+
+/* An llmq call failed: print its message and stop. */
+static inline void die(const char *what)
+{
+    fprintf(stderr, "%s: %s: %s\n", GT_PROG, what, llmq_last_error());
+    exit(1);
+}
+
+static inline void cuda_ok(cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess) {
+        fprintf(stderr, "%s: %s: %s\n", GT_PROG, what, cudaGetErrorString(e));
+        exit(1);
+    }
+}
+
+#endif
