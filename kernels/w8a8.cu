@@ -442,6 +442,20 @@ static void plan_release(lt_plan *p)
         }                                                                                                          \
     } while (0)
 
+/* What a plan is looked up by: the problem and the pointers' alignments. */
+static void plan_set_key(lt_plan *p, int kind, llmq_dtype dt, int M, int N, int K, unsigned al_a, unsigned al_b,
+                         unsigned al_d)
+{
+    p->kind = kind;
+    p->dt = dt;
+    p->M = M;
+    p->N = N;
+    p->K = K;
+    p->align_a = al_a;
+    p->align_b = al_b;
+    p->align_d = al_d;
+}
+
 /* Build descriptors and pick an algorithm; on failure p is left empty.
  * scale_a / scale_b: device pointers the fused kind's heuristic sees. */
 static int plan_make(llmq_w8a8_ctx *c, lt_plan *p, int kind, llmq_dtype dt, int M, int N, int K, unsigned al_a,
@@ -488,14 +502,7 @@ static int plan_make(llmq_w8a8_ctx *c, lt_plan *p, int kind, llmq_dtype dt, int 
                          s != CUBLAS_STATUS_SUCCESS ? cublas_status_name(s) : "none returned");
     }
     p->algo = res.algo;
-    p->kind = kind;
-    p->dt = dt;
-    p->M = M;
-    p->N = N;
-    p->K = K;
-    p->align_a = al_a;
-    p->align_b = al_b;
-    p->align_d = al_d;
+    plan_set_key(p, kind, dt, M, N, K, al_a, al_b, al_d);
     p->valid = true;
     return 0;
 }
@@ -520,15 +527,8 @@ static lt_plan *plan_get(llmq_w8a8_ctx *c, int kind, llmq_dtype dt, int M, int N
     plan_release(p);
     if (plan_make(c, p, kind, dt, M, N, K, al_a, al_b, al_d, scale_a, scale_b)) {
         /* Remember the miss (plan_make left p empty). */
+        plan_set_key(p, kind, dt, M, N, K, al_a, al_b, al_d);
         p->failed = true;
-        p->kind = kind;
-        p->dt = dt;
-        p->M = M;
-        p->N = N;
-        p->K = K;
-        p->align_a = al_a;
-        p->align_b = al_b;
-        p->align_d = al_d;
         return NULL;
     }
     return p;

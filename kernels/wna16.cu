@@ -189,6 +189,32 @@ template <bool PERM> __device__ __forceinline__ uint32_t x_pair(const uint16_t *
 
 /* ---- the product ---- */
 
+/* The end of both product kernels: each warp covered a share of K, so the
+ * block sums the warps' accumulator fragments (mma m16n8 layout) through
+ * shared memory and writes the 16-column tile nt of rows m0.. of y. */
+template <typename T, int MT>
+__device__ __forceinline__ void reduce_store(float4 (*red)[MT * 32], const float (&acc)[MT][4], T *__restrict__ y,
+                                             int M, int N, int nt, int m0)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        red[warp][mt * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
+    __syncthreads();
+    const float *rf = reinterpret_cast<const float *>(&red[0][0]);
+    for (int e = threadIdx.x; e < MT * 128; e += WARPS * 32) {
+        float v = 0.0f;
+#pragma unroll
+        for (int wp = 0; wp < WARPS; wp++)
+            v += rf[wp * MT * 128 + e];
+        const int c = e & 3, ln = (e >> 2) & 31, mt = e >> 7;
+        const int n = nt * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
+        if (m < M && n < N)
+            y[(size_t)m * N + n] = from_f32<T>(v);
+    }
+}
+
+
 template <typename T, int BITS, int MT, bool PERM>
 __global__ void __launch_bounds__(WARPS * 32)
     wna16_mma_kernel(T *__restrict__ y, const T *__restrict__ x, int M, int K, int N, const int4 *__restrict__ wq,
@@ -255,22 +281,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         }
     }
 
-    /* Sum the warps' partial products (each covered a share of K). */
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-        red[warp][mt * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
-    __syncthreads();
-    const float *rf = reinterpret_cast<const float *>(&red[0][0]);
-    for (int e = threadIdx.x; e < MT * 128; e += WARPS * 32) {
-        float v = 0.0f;
-#pragma unroll
-        for (int wp = 0; wp < WARPS; wp++)
-            v += rf[wp * MT * 128 + e];
-        const int c = e & 3, ln = (e >> 2) & 31, mt = e >> 7;
-        const int n = nt * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
-        if (m < M && n < N)
-            y[(size_t)m * N + n] = from_f32<T>(v);
-    }
+    reduce_store<T, MT>(red, acc, y, M, N, nt, m0);
 }
 
 /* ---- the decode product (M <= 16 per block row) ----
@@ -402,21 +413,7 @@ __global__ void __launch_bounds__(WARPS * 32, 2)
         kc0 += WARPS * U;
     }
 
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-        red[warp][mt * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
-    __syncthreads();
-    const float *rf = reinterpret_cast<const float *>(&red[0][0]);
-    for (int e = threadIdx.x; e < MT * 128; e += WARPS * 32) {
-        float v = 0.0f;
-#pragma unroll
-        for (int wp = 0; wp < WARPS; wp++)
-            v += rf[wp * MT * 128 + e];
-        const int c = e & 3, ln = (e >> 2) & 31, mt = e >> 7;
-        const int n = nt * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
-        if (m < M && n < N)
-            y[(size_t)m * N + n] = from_f32<T>(v);
-    }
+    reduce_store<T, MT>(red, acc, y, M, N, nt, m0);
 }
 
 /* ---- dense dequantization (the cuBLAS paths; also checks the repack) ----
