@@ -227,6 +227,19 @@ static int cu_fq_per_token(llmq_backend *b, void *x, int rows, int cols, int qma
     return cuda_fq_per_token(ctx(b), b->dt, x, rows, cols, qmax);
 }
 
+static int cu_kv_store(llmq_backend *b, void *cache, float *scales, const void *x, int batch, int n, int pos, int cap,
+                       int n_kv, int head_dim, int kv8)
+{
+    return cuda_kv_store(ctx(b), b->dt, cache, scales, x, batch, n, pos, cap, n_kv, head_dim, kv8);
+}
+
+static int cu_attention_kv(llmq_backend *b, void *out, const void *q, const void *kc, const float *ks, const void *vc,
+                           const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv, int head_dim,
+                           int kv8)
+{
+    return cuda_attention_kv(ctx(b), b->dt, out, q, kc, ks, vc, vs, batch, n, pos, cap, n_heads, n_kv, head_dim, kv8);
+}
+
 /* ---- lifetime ---- */
 
 static void ctx_release(cuda_ctx *c)
@@ -383,6 +396,8 @@ extern "C" int llmq_backend_cuda(llmq_backend **out, int device, llmq_dtype dt)
     b->xtx = cu_xtx;
     b->fq_per_token = cu_fq_per_token;
     b->fq_tensor = cu_fq_tensor;
+    b->kv_store = cu_kv_store;
+    b->attention_kv = cu_attention_kv;
     b->destroy = cu_destroy;
     *out = b;
     return 0;

@@ -211,4 +211,11 @@ int cuda_act_stats(cuda_ctx *c, llmq_dtype dt, float *col_amax, float *col_abssu
 int cuda_fq_per_token(cuda_ctx *c, llmq_dtype dt, void *x, int rows, int cols, int qmax);
 int cuda_fq_tensor(cuda_ctx *c, llmq_dtype dt, void *x, size_t n, float scale, int qmax);
 
+/* kv_cache.cu: src/backend.h's kv_store and attention_kv (dt or int8 caches). */
+int cuda_kv_store(cuda_ctx *c, llmq_dtype dt, void *cache, float *scales, const void *x, int batch, int n, int pos,
+                  int cap, int n_kv, int head_dim, int kv8);
+int cuda_attention_kv(cuda_ctx *c, llmq_dtype dt, void *out, const void *q, const void *kc, const float *ks,
+                      const void *vc, const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv,
+                      int head_dim, int kv8);
+
 #endif

@@ -270,6 +270,47 @@ extern "C" int llmq_nf4_gemv(void *stream, llmq_dtype dt, void *y, const void *x
     return 0;
 }
 
+namespace {
+
+/* W [n, k] in dt from the packed codes: a thread per packed byte (two
+ * consecutive values of the flat row-major order, high nibble first), the
+ * value rounded once from nf4_code[q] * absmax in fp32 like
+ * nf4_dequantize(). */
+template <typename T>
+__global__ void nf4_dequant_kernel(T *__restrict__ W, const uint8_t *__restrict__ packed,
+                                   const float *__restrict__ absmax, const uint8_t *__restrict__ qabsmax,
+                                   const float *__restrict__ absmax2, float offset, const float *__restrict__ dyn_code,
+                                   const float *__restrict__ code, int dq, size_t nvals)
+{
+    __shared__ float lut[16], dyn[256];
+    load_tables(lut, dyn, code, dyn_code, dq);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; 2 * i < nvals; i += (size_t)gridDim.x * blockDim.x) {
+        const uint8_t byte = __ldg(packed + i);
+        const size_t e = 2 * i; /* both values share a block: 64 is even */
+        const float a = block_absmax(e / 64, dq, absmax, qabsmax, absmax2, offset, dyn);
+        W[e] = from_f32<T>(__fmul_rn(lut[byte >> 4], a));
+        if (e + 1 < nvals)
+            W[e + 1] = from_f32<T>(__fmul_rn(lut[byte & 15], a));
+    }
+}
+
+} // namespace
+
+extern "C" int llmq_nf4_dequant(void *stream, llmq_dtype dt, void *dst, const llmq_nf4_gpu *w)
+{
+    if (!w || !w->packed || !w->code)
+        return llmq_fail("nf4_dequant: weight not uploaded");
+    const size_t nvals = (size_t)w->n * (size_t)w->k, bytes = (nvals + 1) / 2;
+    const unsigned grid = (unsigned)(ceil_div(bytes, 256) < 65535 * 8 ? ceil_div(bytes, 256) : 65535 * 8);
+    DISPATCH_DT(dt, "nf4_dequant", {
+        nf4_dequant_kernel<T><<<grid, 256, 0, (cudaStream_t)stream>>>(
+            (T *)dst, w->packed, w->absmax, w->qabsmax, w->absmax2, w->offset, w->dyn_code, w->code, w->double_quant,
+            nvals);
+        LAUNCH_CHECK("nf4_dequant");
+    });
+    return 0;
+}
+
 extern "C" int llmq_nf4_gemv_tune(int rows_per_warp)
 {
     if (rows_per_warp != 0 && rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4)

@@ -46,6 +46,11 @@ void llmq_nf4_gpu_free(llmq_nf4_gpu *d);
  * other k a simple one. */
 int llmq_nf4_gemv(void *stream, llmq_dtype dt, void *y, const void *x, const llmq_nf4_gpu *w, int m);
 
+/* W [n, k] dequantized into dst (n*k elements of dt, as nf4_dequantize()
+ * then rounded to dt): the prefill path, a dequantization pass followed by
+ * a dense GEMM, for inputs longer than the GEMV takes. */
+int llmq_nf4_dequant(void *stream, llmq_dtype dt, void *dst, const llmq_nf4_gpu *w);
+
 /* Benchmark knob: weight rows per warp of the fast kernel at m = 1 (1, 2
  * or 4; 0 restores the default: 4 for n >= 8192, else 2). Returns -1 for
  * other values. Process-wide, not thread-safe. */

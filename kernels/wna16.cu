@@ -2,19 +2,23 @@
  * tensor-core products (MMA, the first version, and GEMV, the decode
  * kernel), a dense dequantization for the cuBLAS paths.
  *
- * Both products: one block per 16 output channels (one mma M-tile), 8 warps
- * that split K between them (chunk kc goes to warp kc % 8, so the block
- * reads consecutive 512-byte chunks), then one shared-memory reduction over
- * the warps. A lane's 16-byte load holds its A fragments for 4 k-steps
- * (4-bit) or 2 (8-bit); x feeds the B fragments straight from global memory
- * (it is small and L1/L2 resident; every block reads it), 8 rows of x per
- * mma, MT such row tiles reusing one dequantized fragment. Blocks along
- * grid.y take further groups of 8*MT rows. MMA loads x and the scales next
- * to each mma; GEMV issues every load a batch ahead (see its comment). */
+ * Both products multiply 16 output channels (one mma M-tile, A = the
+ * dequantized weight) by 8 rows of x per mma (B), MT such row tiles reusing
+ * one fragment; a lane's 16-byte chunk word holds its A fragments for 4
+ * k-steps (4-bit) or 2 (8-bit). MMA: one block per 16 channels, 8 warps
+ * splitting K (chunk kc to warp kc % 8), x and the scales loaded next to
+ * each mma from global memory. GEMV: bulk copies of the codes into a
+ * shared-memory ring, K split across a thread-block cluster (see its
+ * comment). Blocks along grid.y take further groups of 8*MT rows. */
 #include <stdlib.h>
 #include <string.h>
 
+#include <cooperative_groups.h>
+#include <type_traits>
+
 #include "kernels/cuda_common.cuh"
+
+namespace cg = cooperative_groups;
 
 extern "C" {
 #include "kernels/wna16.h"
@@ -36,6 +40,7 @@ struct wna16_weight {
     int *step_group;     /* [Kp/16]: group of each 16-row k-step */
     int *perm;           /* [Kp]: repacked row -> input channel, -1 = padding */
     int *rowpos;         /* [K]: input channel -> repacked row (kept for inspection) */
+    int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans) */
     void *dense;         /* cached dense W [N, K] in dense_dt, or NULL */
     llmq_dtype dense_dt;
     void *scratch;       /* lent by the caller */
@@ -284,136 +289,484 @@ __global__ void __launch_bounds__(WARPS * 32)
     reduce_store<T, MT>(red, acc, y, M, N, nt, m0);
 }
 
-/* ---- the decode product (M <= 16 per block row) ----
+/* ---- the decode product: GEMV (M <= 16 per block row) ----
  *
- * The same fragments, pipelined for latency: round 1 of this file (the
- * kernel above alone) ran at 15% of the copy bandwidth at M = 1 because
- * each k-step waited on its own x loads (and on a step -> group -> scale
- * chain of global loads) right before its mma. Here each warp keeps two
- * batches of U chunks in registers, the weight words AND the x pairs of
- * the B fragments: batch b+1 is loaded before batch b is computed, so the
- * mma never waits on a load issued in the same batch. The tile's scales and
- * zeros and the step -> group table are staged in shared memory once per
- * block (behind the first batch's loads). x rows past M repeat row M-1: B
- * column m only feeds output column m, which is not written. */
+ * Round 2 of this kernel (kernels/WNA16_NOTES.md has the measurements).
+ * At M = 1 the product is a stream of the codes, and a 7B linear (8-24 MB)
+ * is only 60-180 KB per multiprocessor: round 1, which asked for its bytes
+ * a few KB at a time from registers, spent most of its life waiting out
+ * DRAM latency. Here the bytes travel by bulk copies (cp.async.bulk, the
+ * copy engine) into a ring of shared-memory stages, so bytes in flight cost
+ * no registers and no issue slots:
+ *
+ *   - a block owns GV_TB 16-channel tiles (64 channels) and one slice of K
+ *     (cps chunks); the slices of the same tiles form a thread-block cluster
+ *     whose blocks add their partial sums through distributed shared memory
+ *     at the end (no workspace, no atomics, a fixed order). The host picks
+ *     the split from the occupancy, so that every block is resident at once;
+ *   - thread 0 copies the slice's scales/zeros and step -> group table,
+ *     then the first ns stages (default 2); stage st holds GV_WARPS
+ *     consecutive chunks of each tile (one copy per tile: a tile's chunks
+ *     are contiguous along K) and is refilled as soon as the block is done
+ *     with it. The ring is shallow on purpose: with every block's whole
+ *     slice requested at once (measured at M = 1: 1.6x and 1.85x slower
+ *     on the two large 7B shapes, 2x at 8 bits) each block's first stage
+ *     lands only after much of everyone else's, and the compute cannot
+ *     overlap the stream;
+ *   - warp w computes chunk w of each stage for every tile, so the x pairs
+ *     of its B fragments are read once per GV_TB tiles; x (the block's rows
+ *     and slice, gathered through perm under act-order) is staged once with
+ *     ordinary loads, all rows in flight together;
+ *   - fp16 and M <= 8: the mma multiplies the exact integers q - z (one
+ *     LOP3 and one HSUB2/HFMA2 per pair) and the group's scale is applied in
+ *     fp32 to the per-group sums (9 instructions per A fragment besides the
+ *     mma, against 13 when W is rounded first and 19 in round 1); otherwise
+ *     the MMA kernel's dequantization (W rounded to dt once).
+ * Measured (docs/BENCHMARKS_KERNELS.md): 0.31-0.43 of the copy bandwidth
+ * at M = 1 (1.8-2.1x cuBLAS fp16), bound by instruction issue with ~20
+ * warps per SM, not by bytes: 8-bit takes only ~30 % longer than 4-bit.
+ * x rows past M are not read (their B columns are zero and not written). */
 
-template <int BITS, int MT, bool PERM> struct Gv {
-    static constexpr int STEPS = Cfg<BITS>::STEPS;
-    /* Chunks per batch and warp: as many as two batches (weights + x pairs,
-     * 2 * U * (4 + 2 * STEPS * MT) registers) allow under the 128-register
-     * cap of two blocks per SM without spilling (act-order's perm loads
-     * hold a few more). */
-    static constexpr int U = MT == 1 ? (BITS == 4 ? (PERM ? 2 : 3) : 4) : (BITS == 4 ? 1 : 2);
+#define GV_WARPS 4                       /* per block; warp w takes chunk w of each stage */
+#define GV_THREADS (GV_WARPS * 32)
+#define GV_TB 4                          /* 16-channel tiles per block */
+#define GV_SLOT (GV_TB * GV_WARPS * 512) /* bytes of one ring stage */
+#define GV_KS_MAX 8                      /* K slices: the portable cluster size */
+
+struct GvArgs {
+    const int4 *wq;
+    const uint2 *sz;
+    const int *step_group, *perm;
+    int M, K, N, nkc, ntiles;
+    int ks;    /* K slices = cluster size */
+    int cps;   /* chunks per slice (the last may hold fewer) */
+    int ns;    /* ring stages */
+    int gspan; /* most groups one slice touches */
+    int xvec;  /* x 16-byte aligned and K % 8 == 0: stage x with 16-byte loads */
+    int bulk_meta; /* scales and groups by bulk copy (else ordinary loads) */
+    int glo[GV_KS_MAX], ghi[GV_KS_MAX]; /* groups of each slice */
 };
 
-template <int BITS, int MT, bool PERM> struct GvBatch {
-    int4 w[Gv<BITS, MT, PERM>::U];
-    uint32_t b[Gv<BITS, MT, PERM>::U][Gv<BITS, MT, PERM>::STEPS][MT][2];
+/* Shared-memory layout of one block (byte offsets), computed the same way
+ * by the host (size, occupancy) and the kernel. The ring doubles as the
+ * warps' reduction buffer once the last stage is consumed; bulk-copy
+ * destinations are 16-byte aligned. */
+struct GvSmem {
+    int szs, sgs, xs, part, bars, total, xsw;
 };
 
-template <int BITS, int MT, bool PERM>
-__device__ __forceinline__ void gv_fetch(GvBatch<BITS, MT, PERM> &bt, int kc0, int nkc, const int4 *wt,
-                                         const uint16_t *const (&xrow)[MT], const int *perm, int K, int t)
+__host__ __device__ __forceinline__ int gv_al16(int n) { return (n + 15) & ~15; }
+
+__host__ __device__ __forceinline__ GvSmem gv_smem(int bits, int mt, int ns, int cps, int gspan, int xrows)
 {
-    constexpr int U = Gv<BITS, MT, PERM>::U, STEPS = Gv<BITS, MT, PERM>::STEPS;
+    const int KC = bits == 4 ? 64 : 32, E = GV_TB * mt * 128;
+    const int ring = ns * GV_SLOT > GV_WARPS * E * 4 ? ns * GV_SLOT : GV_WARPS * E * 4;
+    GvSmem s;
+    s.szs = ring;
+    s.sgs = gv_al16(s.szs + gspan * GV_TB * 8 * 8);
+    s.xs = gv_al16(s.sgs + (cps * (KC / 16) + 8) * 4); /* + 8: the copied window is 16-byte aligned */
+    /* x rows in 32-bit words: a row pitch of 4 (mod 8) words puts the 32
+     * lanes' B-fragment reads (row gl, word t) on 32 different banks. */
+    s.xsw = cps * KC / 2 + 4;
+    s.part = gv_al16(s.xs + xrows * s.xsw * 4);
+    s.bars = s.part + E * 4;
+    s.total = s.bars + (ns + 1) * 8;
+    return s;
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+    uint32_t done;
+    do {
+        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                     "selp.u32 %0, 1, 0, p;\n\t}"
+                     : "=r"(done)
+                     : "r"(smem_addr(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
+/* Bulk copy global -> this block's shared memory, completing on bar; the
+ * weight is read once per call, so it is marked first to leave L2. */
+__device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *bar, uint64_t policy)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, "
+                 "[%3], %4;" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy)
+                 : "memory");
+}
+
+/* Stage st of the block's slice into ring slot st % ns: chunks
+ * kc0 + st*GV_WARPS .. of each of the ntb tiles, one bulk copy per tile. */
+__device__ __forceinline__ void gv_issue(unsigned char *ring, uint64_t *bars, int st, const GvArgs &a, int t0,
+                                         int ntb, int kc0, int kc1, uint64_t policy)
+{
+    const int slot = st % a.ns, kcs = kc0 + st * GV_WARPS;
+    const int n = kc1 - kcs < GV_WARPS ? kc1 - kcs : GV_WARPS;
+    const uint32_t bytes = (uint32_t)n * 512u;
+    mbar_expect_tx(&bars[slot], bytes * (uint32_t)ntb);
+    for (int tb = 0; tb < ntb; tb++)
+        bulk_g2s(ring + slot * GV_SLOT + tb * (GV_WARPS * 512), a.wq + ((size_t)(t0 + tb) * a.nkc + kcs) * 32, bytes,
+                 &bars[slot], policy);
+}
+
+/* x rows m0 .. m0+mr (mr <= ROWS), repacked rows r0 .. r0+nr, into xs
+ * (pitch xsw words) as dt pairs: gathered through perm under act-order;
+ * padding rows are 0. A thread takes a column (8 or 2 repacked rows) and
+ * loads it for every row at once, so one round trip (two under act-order,
+ * perm first) stages the slice. */
+template <bool PERM, int ROWS>
+__device__ __forceinline__ void gv_stage_x(uint32_t *xs, int xsw, const uint16_t *x, int m0, int mr, int r0, int nr,
+                                           int K, const int *perm, int xvec)
+{
+    const int tid = threadIdx.x;
+    if (!PERM && xvec) {
+        for (int c = tid; c < (nr >> 3); c += GV_THREADS) {
+            const int r = r0 + 8 * c;
+            int4 v[ROWS];
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-        /* Past the last chunk: load the last one again (in bounds); unused. */
-        const int kc = kc0 + WARPS * u < nkc ? kc0 + WARPS * u : nkc - 1;
-        bt.w[u] = ld_stream(wt + (size_t)kc * 32);
+            for (int m = 0; m < ROWS; m++)
+                v[m] = m < mr && r < K ? __ldg(reinterpret_cast<const int4 *>(x + (size_t)(m0 + m) * K + r))
+                                       : make_int4(0, 0, 0, 0);
 #pragma unroll
-        for (int s = 0; s < STEPS; s++) {
-            const int r = (kc * STEPS + s) * 16 + 2 * t;
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                bt.b[u][s][mt][0] = x_pair<PERM>(xrow[mt], r, K, perm);
-                bt.b[u][s][mt][1] = x_pair<PERM>(xrow[mt], r + 8, K, perm);
-            }
+            for (int m = 0; m < ROWS; m++)
+                if (m < mr)
+                    *reinterpret_cast<int4 *>(xs + m * xsw + 4 * c) = v[m];
         }
+        return;
+    }
+    for (int c = tid; c < (nr >> 1); c += GV_THREADS) {
+        const int r = r0 + 2 * c;
+        int2 p = make_int2(r < K ? r : -1, r + 1 < K ? r + 1 : -1);
+        if (PERM)
+            p = __ldg(reinterpret_cast<const int2 *>(perm + r));
+        uint32_t v[ROWS];
+#pragma unroll
+        for (int m = 0; m < ROWS; m++) {
+            const uint16_t *xr = x + (size_t)(m0 + m) * K;
+            if (m >= mr)
+                v[m] = 0;
+            else if (PERM)
+                v[m] = (p.x >= 0 ? (uint32_t)__ldg(xr + p.x) : 0u) | (p.y >= 0 ? (uint32_t)__ldg(xr + p.y) : 0u) << 16;
+            else
+                v[m] = p.x >= 0 ? __ldg(reinterpret_cast<const uint32_t *>(xr + r)) : 0u;
+        }
+#pragma unroll
+        for (int m = 0; m < ROWS; m++)
+            if (m < mr)
+                xs[m * xsw + c] = v[m];
     }
 }
 
-template <typename T, int BITS, int MT, bool PERM>
-__device__ __forceinline__ void gv_compute(const GvBatch<BITS, MT, PERM> &bt, int kc0, int nkc, float (&acc)[MT][4],
-                                           Deq<T> &dq, int &gcur, const int *sgs, const uint2 *szs, int gl)
-{
-    constexpr int U = Gv<BITS, MT, PERM>::U, STEPS = Gv<BITS, MT, PERM>::STEPS;
+/* The A fragment of k-step s (4 registers) from a lane's 4 code words.
+ * EXACT: W = s (q - z) rounded to dt once, as Deq does it (bf16 always,
+ * fp16 with two row tiles). Otherwise (fp16, one row tile) the fragment is
+ * the exact integers q - z and the scale is applied by the caller, in fp32,
+ * to the group's partial sums: one multiply per group instead of one per
+ * weight pair. fp16 tricks: the mask and the 0x6400 exponent go in one
+ * LOP3; 4-bit registers 1 and 3 take their nibbles where they lie (bits 4-7
+ * of each half) as 1024 + 16q, and fma(h, 1/16, -(64 + z)) = q - z exactly,
+ * so one shift per word instead of three; at 8 bits one PRMT places the
+ * byte and the 0x64 exponent byte together. */
+template <typename T, int BITS, bool EXACT> struct GvDeq {
+    Deq<T> d;
+    __device__ __forceinline__ void init() {}
+    __device__ __forceinline__ void set(uint2 p) { d.set(p); }
+    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int s, uint32_t (&af)[4]) const
+    {
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-        const int kc = kc0 + WARPS * u;
-        if (kc >= nkc) /* warp-uniform */
-            break;
-        const uint32_t wd[4] = {(uint32_t)bt.w[u].x, (uint32_t)bt.w[u].y, (uint32_t)bt.w[u].z, (uint32_t)bt.w[u].w};
-#pragma unroll
-        for (int s = 0; s < STEPS; s++) {
-            const int g = sgs[kc * STEPS + s];
-            if (g != gcur) { /* warp-uniform, from shared memory */
-                gcur = g;
-                dq.set(szs[g * 8 + gl]);
-            }
-            uint32_t a[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                a[i] = dq(code_pair<BITS>(wd, s, i), i & 1);
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-                mma16816<T>(acc[mt], a, bt.b[u][s][mt][0], bt.b[u][s][mt][1]);
-        }
+        for (int i = 0; i < 4; i++)
+            af[i] = d(code_pair<BITS>(w, s, i), i & 1);
     }
+};
+
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t mask, uint32_t bits)
+{
+    uint32_t r; /* (a & mask) | bits in one instruction */
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(r) : "r"(a), "r"(mask), "r"(bits));
+    return r;
 }
 
-template <typename T, int BITS, int MT, bool PERM>
-__global__ void __launch_bounds__(WARPS * 32, 2)
-    wna16_gemv_kernel(T *__restrict__ y, const T *__restrict__ x, int M, int K, int N, const int4 *__restrict__ wq,
-                      const uint2 *__restrict__ sz, const int *__restrict__ step_group, const int *__restrict__ perm,
-                      int nkc, int ntiles, int ng)
-{
-    constexpr int U = Gv<BITS, MT, PERM>::U, STEPS = Gv<BITS, MT, PERM>::STEPS;
-    extern __shared__ uint2 gv_smem[];
-    uint2 *szs = gv_smem;                            /* [ng][8]: this tile's scales/zeros */
-    int *sgs = reinterpret_cast<int *>(szs + ng * 8); /* [nkc * STEPS]: group of each k-step */
-    __shared__ float4 red[WARPS][MT * 32];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
-    const int nt = blockIdx.x, m0 = blockIdx.y * 8 * MT;
-
-    const uint16_t *xrow[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        const int m = m0 + mt * 8 + gl;
-        xrow[mt] = reinterpret_cast<const uint16_t *>(x) + (size_t)(m < M ? m : M - 1) * K;
+template <int BITS, bool EXACT> struct GvDeq<__half, BITS, EXACT> {
+    __half2 s[2], z[2], zq; /* z = 1024 + zero; zq = -(64 + zero) of channel gl + 8 */
+    float sf[2];            /* !EXACT: the scales of channels gl, gl + 8 */
+    __device__ __forceinline__ void init() { sf[0] = sf[1] = 0.0f; }
+    __device__ __forceinline__ void set(uint2 p)
+    {
+        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
+        if (EXACT) {
+            s[0] = __low2half2(sp);
+            s[1] = __high2half2(sp);
+        } else {
+            sf[0] = __low2float(sp);
+            sf[1] = __high2float(sp);
+        }
+        const __half2 zz = __hadd2(zp, __float2half2_rn(1024.0f));
+        z[0] = __low2half2(zz);
+        z[1] = __high2half2(zz);
+        zq = __hneg2(__hadd2(__high2half2(zp), __float2half2_rn(64.0f)));
     }
-    const int4 *wt = wq + (size_t)nt * nkc * 32 + lane;
-    GvBatch<BITS, MT, PERM> A, B;
-    int kc0 = warp;
-    if (kc0 < nkc)
-        gv_fetch<BITS, MT, PERM>(A, kc0, nkc, wt, xrow, perm, K, t);
-    for (int i = threadIdx.x; i < ng * 8; i += WARPS * 32)
-        szs[i] = __ldg(sz + ((size_t)(i >> 3) * ntiles + nt) * 8 + (i & 7));
-    for (int i = threadIdx.x; i < nkc * STEPS; i += WARPS * 32)
-        sgs[i] = __ldg(step_group + i);
+    __device__ __forceinline__ uint32_t fin(__half2 qz, int h) const
+    {
+        return as_u32(EXACT ? __hmul2(qz, s[h]) : qz);
+    }
+    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int st, uint32_t (&af)[4]) const
+    {
+        if (BITS == 4) {
+            const uint32_t w0 = w[st], w8 = w0 >> 8;
+            const __half2 r16 = __float2half2_rn(0.0625f);
+            af[0] = fin(__hsub2(as_h2(lop3_and_or(w0, 0x000F000Fu, 0x64006400u)), z[0]), 0);
+            af[1] = fin(__hfma2(as_h2(lop3_and_or(w0, 0x00F000F0u, 0x64006400u)), r16, zq), 1);
+            af[2] = fin(__hsub2(as_h2(lop3_and_or(w8, 0x000F000Fu, 0x64006400u)), z[0]), 0);
+            af[3] = fin(__hfma2(as_h2(lop3_and_or(w8, 0x00F000F0u, 0x64006400u)), r16, zq), 1);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const uint32_t e = __byte_perm(w[2 * st + (i >> 1)], 0x64646464u, (i & 1) ? 0x4342u : 0x4140u);
+                af[i] = fin(__hsub2(as_h2(e), z[i & 1]), i & 1);
+            }
+        }
+    }
+};
+
+/* The block's stream: wait for each stage, compute this warp's chunk of
+ * every tile, refill the slot when the ring is shorter than the slice.
+ * FULL: all GV_TB tiles exist (no per-tile test in the loop). !EXACT: the
+ * per-group sums accg are scaled into acc when the group changes. */
+template <typename T, int BITS, int MT, bool EXACT, bool FULL>
+__device__ __forceinline__ void gv_main(float (&acc)[GV_TB][MT][4], unsigned char *ring, uint64_t *bars,
+                                        const int *sgs, const uint2 *szs, const uint32_t *xs, int xsw,
+                                        const GvArgs &a, int t0, int ntb, int kc0, int kc1, int nst, int mr,
+                                        int glo, uint64_t policy)
+{
+    constexpr int STEPS = Cfg<BITS>::STEPS;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gl = lane >> 2, t = lane & 3;
+    const int nch = kc1 - kc0;
+    GvDeq<T, BITS, EXACT> dq[GV_TB];
+#pragma unroll
+    for (int tb = 0; tb < GV_TB; tb++)
+        dq[tb].init();
+    float accg[GV_TB][MT][4];
+#pragma unroll
+    for (int tb = 0; tb < GV_TB; tb++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            accg[tb][mt][0] = accg[tb][mt][1] = accg[tb][mt][2] = accg[tb][mt][3] = 0.0f;
+    /* acc += scale * accg, channel gl in c0, c1 and gl + 8 in c2, c3 */
+    auto flush = [&]() {
+        if constexpr (!EXACT) {
+#pragma unroll
+            for (int tb = 0; tb < GV_TB; tb++)
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        acc[tb][mt][c] = fmaf(dq[tb].sf[c >> 1], accg[tb][mt][c], acc[tb][mt][c]);
+                        accg[tb][mt][c] = 0.0f;
+                    }
+        }
+    };
+    int gcur = -1, slot = 0;
+    uint32_t phase = 0;
+    for (int st = 0; st < nst; st++) {
+        const int lc = st * GV_WARPS + warp; /* chunk of the slice this warp computes */
+        if (lc < nch) {
+            mbar_wait(&bars[slot], phase);
+            const int4 *sw = reinterpret_cast<const int4 *>(ring + slot * GV_SLOT) + warp * 32 + lane;
+            uint32_t wd[GV_TB][4];
+#pragma unroll
+            for (int tb = 0; tb < GV_TB; tb++) {
+                const int4 v = FULL || tb < ntb ? sw[tb * GV_WARPS * 32] : make_int4(0, 0, 0, 0);
+                wd[tb][0] = (uint32_t)v.x;
+                wd[tb][1] = (uint32_t)v.y;
+                wd[tb][2] = (uint32_t)v.z;
+                wd[tb][3] = (uint32_t)v.w;
+            }
+#pragma unroll
+            for (int s = 0; s < STEPS; s++) {
+                const int ls = lc * STEPS + s;
+                const int g = sgs[ls];
+                if (g != gcur) { /* warp-uniform */
+                    flush();
+                    gcur = g;
+#pragma unroll
+                    for (int tb = 0; tb < GV_TB; tb++)
+                        if (FULL || tb < ntb)
+                            dq[tb].set(szs[((g - glo) * GV_TB + tb) * 8 + gl]);
+                }
+                /* B fragments: x rows mt*8 + gl, local rows 16 ls + 2t (+8). */
+                uint32_t b[MT][2];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    const int row = mt * 8 + gl;
+                    const uint32_t *xr = xs + row * xsw + ls * 8 + t;
+                    b[mt][0] = row < mr ? xr[0] : 0u;
+                    b[mt][1] = row < mr ? xr[4] : 0u;
+                }
+#pragma unroll
+                for (int tb = 0; tb < GV_TB; tb++) {
+                    if (!FULL && tb >= ntb)
+                        break;
+                    uint32_t af[4];
+                    dq[tb].frag(wd[tb], s, af);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        if constexpr (EXACT)
+                            mma16816<T>(acc[tb][mt], af, b[mt][0], b[mt][1]);
+                        else
+                            mma16816<T>(accg[tb][mt], af, b[mt][0], b[mt][1]);
+                    }
+                }
+            }
+        }
+        if (++slot == a.ns) {
+            slot = 0;
+            phase ^= 1u;
+        }
+        if (st + a.ns < nst) { /* refill the slot just consumed, once every warp is done with it */
+            __syncthreads();
+            if (tid == 0)
+                gv_issue(ring, bars, st + a.ns, a, t0, ntb, kc0, kc1, policy);
+        }
+    }
+    flush();
+}
+
+template <typename T, int BITS, int MT, bool PERM, bool EXACT>
+__global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
+    wna16_gemv_kernel(T *__restrict__ y, const T *__restrict__ x, const GvArgs a)
+{
+    static_assert(EXACT || std::is_same<T, __half>::value, "scales after the mma: fp16 only");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int KC = Cfg<BITS>::KC, STEPS = Cfg<BITS>::STEPS, E = GV_TB * MT * 128;
+    extern __shared__ __align__(128) unsigned char gv_sm[];
+    const GvSmem L = gv_smem(BITS, MT, a.ns, a.cps, a.gspan, a.M < 8 * MT ? a.M : 8 * MT);
+    unsigned char *ring = gv_sm;
+    uint2 *szs = reinterpret_cast<uint2 *>(gv_sm + L.szs); /* [group - glo][GV_TB][8] */
+    int *sgw = reinterpret_cast<int *>(gv_sm + L.sgs);     /* step -> group, from a 16-byte aligned step */
+    uint32_t *xs = reinterpret_cast<uint32_t *>(gv_sm + L.xs);
+    float *part = reinterpret_cast<float *>(gv_sm + L.part);
+    uint64_t *bars = reinterpret_cast<uint64_t *>(gv_sm + L.bars); /* ns ring stages, then the metadata */
+
+    cg::cluster_group cl = cg::this_cluster();
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int ks = (int)cl.block_rank(); /* cluster dims (a.ks, 1, 1): the K slice */
+    const int t0 = (int)(blockIdx.x / a.ks) * GV_TB, ntb = a.ntiles - t0 < GV_TB ? a.ntiles - t0 : GV_TB;
+    const int kc0 = ks * a.cps, kc1 = kc0 + a.cps < a.nkc ? kc0 + a.cps : a.nkc, nch = kc1 - kc0;
+    const int nst = (nch + GV_WARPS - 1) / GV_WARPS;
+    const int m0 = blockIdx.y * 8 * MT, mr = a.M - m0 < 8 * MT ? a.M - m0 : 8 * MT;
+    const int glo = a.glo[ks], gsp = a.ghi[ks] - glo + 1;
+    const int s0 = (kc0 * STEPS) & ~3, s1 = (kc1 * STEPS + 3) & ~3; /* the step window, 16-byte aligned */
+    const int *sgs = sgw + (kc0 * STEPS - s0);                      /* [local k-step]: group */
+
+    uint64_t policy = 0;
+    if (tid == 0) {
+        for (int s = 0; s <= a.ns; s++)
+            mbar_init(&bars[s], 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    }
     __syncthreads();
-
-    float acc[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-        acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
-    Deq<T> dq;
-    int gcur = -1;
-    /* Ping-pong: fetch the next batch into one buffer, compute the other. */
-    while (kc0 < nkc) {
-        if (kc0 + WARPS * U < nkc)
-            gv_fetch<BITS, MT, PERM>(B, kc0 + WARPS * U, nkc, wt, xrow, perm, K, t);
-        gv_compute<T, BITS, MT, PERM>(A, kc0, nkc, acc, dq, gcur, sgs, szs, gl);
-        kc0 += WARPS * U;
-        if (kc0 >= nkc)
-            break;
-        if (kc0 + WARPS * U < nkc)
-            gv_fetch<BITS, MT, PERM>(A, kc0 + WARPS * U, nkc, wt, xrow, perm, K, t);
-        gv_compute<T, BITS, MT, PERM>(B, kc0, nkc, acc, dq, gcur, sgs, szs, gl);
-        kc0 += WARPS * U;
+    if (tid == 0) {
+        /* The slice's groups and their scales/zeros, ahead of the codes (with
+         * the 2-stage ring, within 3 % of ordinary loads: knob meta_loads). */
+        if (a.bulk_meta) {
+            mbar_expect_tx(&bars[a.ns], (uint32_t)((s1 - s0) * 4 + gsp * ntb * 64));
+            bulk_g2s(sgw, a.step_group + s0, (uint32_t)((s1 - s0) * 4), &bars[a.ns], policy);
+            for (int g = 0; g < gsp; g++)
+                bulk_g2s(szs + g * GV_TB * 8, a.sz + ((size_t)(glo + g) * a.ntiles + t0) * 8, (uint32_t)ntb * 64u,
+                         &bars[a.ns], policy);
+        }
+        for (int st = 0; st < nst && st < a.ns; st++)
+            gv_issue(ring, bars, st, a, t0, ntb, kc0, kc1, policy);
     }
+    if (!a.bulk_meta) { /* round 1's way: ordinary loads, behind the codes */
+        for (int i = tid; i < s1 - s0; i += GV_THREADS)
+            sgw[i] = __ldg(a.step_group + s0 + i);
+        for (int i = tid; i < gsp * GV_TB * 8; i += GV_THREADS) {
+            const int tb = (i >> 3) % GV_TB, g = glo + i / (GV_TB * 8);
+            if (tb < ntb)
+                szs[i] = __ldg(a.sz + ((size_t)g * a.ntiles + t0 + tb) * 8 + (i & 7));
+        }
+    }
+    /* Programmatic dependent launch: when the host launched this grid so,
+     * it may start while the previous kernel on the stream still runs. The
+     * weight is read-only, so its copies (above) go out at once; x and y
+     * belong to the previous kernel until this wait returns (a no-op
+     * without such a launch). Then let the next kernel's blocks start their
+     * own weight copies early. */
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    gv_stage_x<PERM, 8 * MT>(xs, L.xsw, reinterpret_cast<const uint16_t *>(x), m0, mr, kc0 * KC, nch * KC, a.K,
+                             a.perm, a.xvec);
+    __syncthreads();
+    if (a.bulk_meta)
+        mbar_wait(&bars[a.ns], 0);
 
-    reduce_store<T, MT>(red, acc, y, M, N, nt, m0);
+    float acc[GV_TB][MT][4];
+#pragma unroll
+    for (int tb = 0; tb < GV_TB; tb++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            acc[tb][mt][0] = acc[tb][mt][1] = acc[tb][mt][2] = acc[tb][mt][3] = 0.0f;
+    if (ntb == GV_TB) /* block-uniform: only the last tile group can be short */
+        gv_main<T, BITS, MT, EXACT, true>(acc, ring, bars, sgs, szs, xs, L.xsw, a, t0, ntb, kc0, kc1, nst, mr, glo,
+                                          policy);
+    else
+        gv_main<T, BITS, MT, EXACT, false>(acc, ring, bars, sgs, szs, xs, L.xsw, a, t0, ntb, kc0, kc1, nst, mr, glo,
+                                           policy);
+
+    /* Sum the warps (the ring is free: every stage was waited for), then
+     * the cluster's K slices through distributed shared memory; rank ks
+     * writes its share of the tile group's outputs. */
+    __syncthreads();
+    float4 *red = reinterpret_cast<float4 *>(ring);
+#pragma unroll
+    for (int tb = 0; tb < GV_TB; tb++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            red[((warp * GV_TB + tb) * MT + mt) * 32 + lane] =
+                make_float4(acc[tb][mt][0], acc[tb][mt][1], acc[tb][mt][2], acc[tb][mt][3]);
+    __syncthreads();
+    const float *rf = reinterpret_cast<const float *>(red);
+    for (int e = tid; e < E; e += GV_THREADS) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < GV_WARPS; w++)
+            v += rf[w * E + e];
+        part[e] = v;
+    }
+    cl.sync();
+    const int per = (E + a.ks - 1) / a.ks, e1 = (ks + 1) * per < E ? (ks + 1) * per : E;
+    for (int e = ks * per + tid; e < e1; e += GV_THREADS) {
+        float v = 0.0f;
+        for (int q = 0; q < a.ks; q++)
+            v += cl.map_shared_rank(part, q)[e];
+        const int c = e & 3, ln = (e >> 2) & 31, mt = (e >> 7) % MT, tb = (e >> 7) / MT;
+        const int n = (t0 + tb) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
+        if (m < a.M && n < a.N)
+            y[(size_t)m * a.N + n] = from_f32<T>(v);
+    }
+    cl.sync(); /* keep this block's part alive until the cluster has read it */
+#else
+    (void)y;
+    (void)x;
+    (void)a;
+    __trap(); /* the host launches it on compute capability >= 9.0 only */
+#endif
 }
 
 /* ---- dense dequantization (the cuBLAS paths; also checks the repack) ----
@@ -573,7 +926,7 @@ static int repack(wna16_weight *w, const int32_t *qweight, const int32_t *qzeros
                     const int n = nt * 16 + gl + 8 * h;
                     if (n >= N)
                         continue;
-                    const uint32_t zw = (uint32_t)qzeros[(size_t)g * (N / pf) + n / pf];
+                    const uint32_t zw = (uint32_t)qzeros[(size_t)g * ((N + pf - 1) / pf) + n / pf];
                     const int z = (int)((zw >> (bits * (n % pf))) & mask) + (v2 ? 0 : 1);
                     sh[h] = scales[(size_t)g * N + n];
                     zh[h] = llmq_f32_to_f16((float)z);
@@ -595,8 +948,8 @@ extern "C" int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t 
         return -1;
     if (bits != 4 && bits != 8)
         return llmq_fail("wna16_prepare: bits must be 4 or 8, not %d", bits);
-    if (K <= 0 || N <= 0 || (long)K * bits % 32 || (long)N * bits % 32)
-        return llmq_fail("wna16_prepare: [%d, %d] does not pack at %d bits (K*bits and N*bits %% 32)", N, K, bits);
+    if (K <= 0 || N <= 0)
+        return llmq_fail("wna16_prepare: [%d, %d] is not a weight shape", N, K);
     int ng = 0;
     for (int k = 0; k < K; k++) {
         if (g_idx[k] < 0 || g_idx[k] >= K)
@@ -615,6 +968,14 @@ extern "C" int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t 
         free(w);
         return -1;
     }
+    const size_t sg_bytes = (size_t)(w->Kp / 16) * sizeof(int);
+    w->sg_host = (int *)malloc(sg_bytes);
+    if (!w->sg_host) {
+        free(img);
+        free(w);
+        return llmq_fail("wna16_prepare: out of host memory");
+    }
+    memcpy(w->sg_host, w->step_group, sg_bytes); /* still the host image's */
     void *dev = NULL;
     cudaError_t err = cudaMalloc(&dev, w->blob_bytes);
     if (err == cudaSuccess)
@@ -627,6 +988,7 @@ extern "C" int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t 
         cudaGetLastError();
         if (dev)
             cudaFree(dev);
+        free(w->sg_host);
         free(w);
         return llmq_fail("wna16_prepare: upload of %zu bytes: %s", nbytes, cudaGetErrorString(err));
     }
@@ -647,6 +1009,13 @@ extern "C" int wna16_clone(wna16_weight **out, llmq_backend *b, const wna16_weig
         return llmq_fail("wna16_clone: out of host memory");
     *w = *src;
     w->dense = NULL;
+    const size_t sg_bytes = (size_t)(w->Kp / 16) * sizeof(int);
+    w->sg_host = (int *)malloc(sg_bytes);
+    if (!w->sg_host) {
+        free(w);
+        return llmq_fail("wna16_clone: out of host memory");
+    }
+    memcpy(w->sg_host, src->sg_host, sg_bytes);
     cudaError_t err = cudaMalloc(&w->blob, w->blob_bytes);
     if (err == cudaSuccess)
         err = cudaMemcpyAsync(w->blob, src->blob, w->blob_bytes, cudaMemcpyDeviceToDevice, c->stream);
@@ -656,6 +1025,7 @@ extern "C" int wna16_clone(wna16_weight **out, llmq_backend *b, const wna16_weig
         cudaGetLastError();
         if (w->blob)
             cudaFree(w->blob);
+        free(w->sg_host);
         free(w);
         return llmq_fail("wna16_clone: %s", cudaGetErrorString(err));
     }
@@ -672,6 +1042,7 @@ extern "C" void wna16_free(wna16_weight *w)
         cudaFree(w->dense);
     if (w->blob)
         cudaFree(w->blob);
+    free(w->sg_host);
     free(w);
 }
 
@@ -735,49 +1106,241 @@ static int run_mma(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, c
     return 0;
 }
 
-/* The decode kernel's dynamic shared memory: the tile's scales/zeros and
- * the step -> group table. Past this budget (tiny groups on a huge K) the
- * MMA kernel, which reads them from global memory, takes over. */
-static size_t gemv_smem(const wna16_weight *w)
-{
-    const int steps = w->bits == 4 ? Cfg<4>::STEPS : Cfg<8>::STEPS;
-    return (size_t)w->ng * 8 * sizeof(uint2) + (size_t)w->nkc * steps * sizeof(int);
-}
-#define GEMV_SMEM_MAX ((size_t)32 << 10)
+/* ---- the GEMV path's plan and launch ----
+ *
+ * The plan: a ring of stages_max (2) stages per block, and the K split
+ * (cluster size ks <= 8) from the occupancy: the smallest ks that gives
+ * blocks_per_sm blocks per multiprocessor, without spilling into a second
+ * partial wave of blocks (run 1: 28 blocks past one wave cost ~25 %). */
+static wna16_gemv_tuning gv_tune; /* zeros: the defaults */
+static int gv_pdl_ok = 1;         /* cleared when a launch with programmatic serialization fails */
 
-template <typename T, int BITS, int MT, bool PERM>
-static void launch_gemv(const wna16_weight *w, cudaStream_t st, void *y, const void *x, int M)
-{
-    const dim3 grid((unsigned)w->ntiles, ceil_div((size_t)M, (size_t)(8 * MT)));
-    wna16_gemv_kernel<T, BITS, MT, PERM><<<grid, WARPS * 32, gemv_smem(w), st>>>(
-        (T *)y, (const T *)x, M, w->K, w->N, w->wq, w->sz, w->step_group, w->perm, w->nkc, w->ntiles, w->ng);
-}
+static int gv_ks_max(void) { return gv_tune.ksplit_max > 0 && gv_tune.ksplit_max < GV_KS_MAX ? gv_tune.ksplit_max : GV_KS_MAX; }
+static int gv_bps(void) { return gv_tune.blocks_per_sm > 0 ? gv_tune.blocks_per_sm : 4; }
+static int gv_ns_max(void) { return gv_tune.stages_max > 0 ? gv_tune.stages_max : 2; }
 
-/* 8 rows per block row up to M = 8, then 16 (two row tiles per fragment). */
-template <typename T, int BITS>
-static void launch_gemv_mt(const wna16_weight *w, cudaStream_t st, void *y, const void *x, int M)
+extern "C" void wna16_gemv_tune(const wna16_gemv_tuning *t)
 {
-    if (M <= 8)
-        w->use_perm ? launch_gemv<T, BITS, 1, true>(w, st, y, x, M) : launch_gemv<T, BITS, 1, false>(w, st, y, x, M);
+    if (t)
+        gv_tune = *t;
     else
-        w->use_perm ? launch_gemv<T, BITS, 2, true>(w, st, y, x, M) : launch_gemv<T, BITS, 2, false>(w, st, y, x, M);
+        memset(&gv_tune, 0, sizeof gv_tune);
+}
+
+struct GvPlan {
+    int mt, ks, cps, ns, gspan, blocks;
+    size_t smem;
+    int glo[GV_KS_MAX], ghi[GV_KS_MAX];
+};
+
+/* What the device gives a block (asked once per device). */
+struct GvDev {
+    int major, smem_sm, smem_reserved; /* 0: not asked yet */
+};
+
+static const GvDev *gv_dev(const cuda_ctx *c)
+{
+    static GvDev d[64];
+    if (c->device < 0 || c->device >= 64)
+        return NULL;
+    GvDev *p = &d[c->device];
+    if (!p->major) {
+        if (cudaDeviceGetAttribute(&p->major, cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess ||
+            cudaDeviceGetAttribute(&p->smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, c->device) !=
+                cudaSuccess ||
+            cudaDeviceGetAttribute(&p->smem_reserved, cudaDevAttrReservedSharedMemoryPerBlock, c->device) !=
+                cudaSuccess) {
+            cudaGetLastError();
+            p->major = -1;
+        }
+    }
+    return p;
+}
+
+/* Bulk copies, mbarriers and clusters: compute capability 9.0 or newer. */
+static int gv_device_ok(const cuda_ctx *c)
+{
+    const GvDev *d = gv_dev(c);
+    return d && d->major >= 9;
+}
+
+/* The plan with ks K slices; 0, or -1 when it does not fit shared memory. */
+static int gv_plan_ks(const wna16_weight *w, const cuda_ctx *c, int M, int ks, GvPlan *p)
+{
+    const int STEPS = w->bits == 4 ? Cfg<4>::STEPS : Cfg<8>::STEPS;
+    const int mt = M <= 8 ? 1 : 2, xrows = M < 8 * mt ? M : 8 * mt;
+    const int cps = (w->nkc + ks - 1) / ks, kse = (w->nkc + cps - 1) / cps;
+    p->mt = mt;
+    p->ks = kse;
+    p->cps = cps;
+    p->gspan = 1;
+    for (int s = 0; s < kse; s++) {
+        const int kc0 = s * cps, kc1 = kc0 + cps < w->nkc ? kc0 + cps : w->nkc;
+        p->glo[s] = w->sg_host[kc0 * STEPS];
+        p->ghi[s] = w->sg_host[kc1 * STEPS - 1];
+        p->gspan = p->ghi[s] - p->glo[s] + 1 > p->gspan ? p->ghi[s] - p->glo[s] + 1 : p->gspan;
+    }
+    const int nst = (cps + GV_WARPS - 1) / GV_WARPS;
+    p->blocks = (int)(((w->ntiles + GV_TB - 1) / GV_TB) * kse * (((long)M + 8 * mt - 1) / (8 * mt)));
+    for (int ns = nst < gv_ns_max() ? nst : gv_ns_max(); ns >= 1; ns--) {
+        const GvSmem L = gv_smem(w->bits, mt, ns, cps, p->gspan, xrows);
+        if ((size_t)L.total <= c->smem_optin) {
+            p->ns = ns;
+            p->smem = (size_t)L.total;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Blocks of regs registers per thread and smem bytes one SM holds. */
+static int gv_resident(const cuda_ctx *c, int regs, size_t smem)
+{
+    const GvDev *d = gv_dev(c);
+    const int warp_regs = (regs * 32 + 255) / 256 * 256;
+    int n = regs > 0 ? 65536 / (warp_regs * GV_WARPS) : 16;
+    const int by_smem = d && d->smem_sm > 0 ? (int)(d->smem_sm / (smem + (size_t)d->smem_reserved)) : n;
+    n = by_smem < n ? by_smem : n;
+    n = 2048 / GV_THREADS < n ? 2048 / GV_THREADS : n;
+    return n > 0 ? n : 1;
+}
+
+/* 0 and the plan, or -1 when no split fits the device's shared memory. */
+static int gv_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, GvPlan *out)
+{
+    const long target = (long)gv_bps() * c->num_sms;
+    const int kmax = gv_ks_max() < w->nkc ? gv_ks_max() : w->nkc;
+    GvPlan p, prev;
+    int have = 0, have_prev = 0;
+    for (int ks = 1; ks <= GV_KS_MAX && ks <= w->nkc; ks++) {
+        if (gv_plan_ks(w, c, M, ks, &p))
+            continue; /* too big for shared memory: split further */
+        const long slots = (long)gv_resident(c, regs, p.smem) * c->num_sms;
+        if (have && ks > kmax)
+            break;
+        if (have_prev && p.blocks > slots) { /* one wave before, more than one now */
+            *out = prev;
+            return 0;
+        }
+        *out = p;
+        have = 1;
+        if (p.blocks >= target || ks >= kmax)
+            break;
+        if (p.blocks <= slots) {
+            prev = p;
+            have_prev = 1;
+        }
+    }
+    return have ? 0 : -1;
+}
+
+template <typename T, int BITS, int MT, bool PERM, bool EXACT>
+static cudaError_t launch_gemv(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+{
+    static int regs; /* per instantiation: allow the device's whole shared memory, read the registers */
+    if (!regs) {
+        cudaFuncAttributes fa;
+        cudaError_t e = cudaFuncSetAttribute(wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin);
+        if (e == cudaSuccess)
+            e = cudaFuncGetAttributes(&fa, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>);
+        if (e != cudaSuccess)
+            return e;
+        regs = fa.numRegs > 0 ? fa.numRegs : 1;
+    }
+    GvPlan p;
+    if (gv_plan(w, c, M, regs, &p))
+        return cudaErrorInvalidConfiguration; /* gemv_usable said no: not reached */
+    GvArgs a;
+    memset(&a, 0, sizeof a);
+    a.wq = w->wq;
+    a.sz = w->sz;
+    a.step_group = w->step_group;
+    a.perm = w->perm;
+    a.M = M;
+    a.K = w->K;
+    a.N = w->N;
+    a.nkc = w->nkc;
+    a.ntiles = w->ntiles;
+    a.ks = p.ks;
+    a.cps = p.cps;
+    a.ns = p.ns;
+    a.gspan = p.gspan;
+    a.xvec = ((uintptr_t)x & 15) == 0 && w->K % 8 == 0;
+    a.bulk_meta = !gv_tune.meta_loads;
+    for (int s = 0; s < p.ks; s++) {
+        a.glo[s] = p.glo[s];
+        a.ghi[s] = p.ghi[s];
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)(((w->ntiles + GV_TB - 1) / GV_TB) * p.ks),
+                       (unsigned)ceil_div((size_t)M, (size_t)(8 * MT)));
+    cfg.blockDim = dim3(GV_THREADS);
+    cfg.dynamicSmemBytes = p.smem;
+    cfg.stream = c->stream;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = (unsigned)p.ks;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = gv_pdl_ok && !gv_tune.no_pdl ? 2 : 1;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>, (T *)y, (const T *)x, a);
+    if (e != cudaSuccess && cfg.numAttrs == 2) { /* no PDL here (or not with clusters): go on without it */
+        cudaGetLastError();
+        gv_pdl_ok = 0;
+        cfg.numAttrs = 1;
+        e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>, (T *)y, (const T *)x, a);
+    }
+    return e;
+}
+
+/* One row tile (M <= 8) in fp16 takes the scales after the mma unless the
+ * exact_dequant knob is set; bf16 and two row tiles always dequantize W. */
+template <typename T, int BITS>
+static cudaError_t launch_gemv_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+{
+    if (M <= 8) {
+        if (std::is_same<T, __half>::value && !gv_tune.exact_dequant)
+            return w->use_perm ? launch_gemv<__half, BITS, 1, true, false>(w, c, y, x, M)
+                               : launch_gemv<__half, BITS, 1, false, false>(w, c, y, x, M);
+        return w->use_perm ? launch_gemv<T, BITS, 1, true, true>(w, c, y, x, M)
+                           : launch_gemv<T, BITS, 1, false, true>(w, c, y, x, M);
+    }
+    return w->use_perm ? launch_gemv<T, BITS, 2, true, true>(w, c, y, x, M)
+                       : launch_gemv<T, BITS, 2, false, true>(w, c, y, x, M);
 }
 
 static int run_gemv(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M)
 {
-    if (gemv_smem(w) > GEMV_SMEM_MAX)
-        return llmq_fail("wna16_linear: %d groups x %d k-steps need %zu bytes of shared memory (gemv path)", w->ng,
-                         w->nkc, gemv_smem(w));
-    if (M > 65535 * 16)
+    if (!gv_device_ok(c))
+        return llmq_fail("wna16_linear: the gemv path needs compute capability 9.0 or newer");
+    GvPlan p;
+    if (gv_plan(w, c, M, 0, &p))
+        return llmq_fail("wna16_linear: K = %d with %d groups does not fit the gemv kernel's shared memory", w->K,
+                         w->ng);
+    if ((M + 15) / 16 > 65535)
         return llmq_fail("wna16_linear: M = %d rows is too many for one call", M);
+    cudaError_t e;
     if (dt == LLMQ_F16)
-        w->bits == 4 ? launch_gemv_mt<__half, 4>(w, c->stream, y, x, M)
-                     : launch_gemv_mt<__half, 8>(w, c->stream, y, x, M);
+        e = w->bits == 4 ? launch_gemv_mt<__half, 4>(w, c, y, x, M) : launch_gemv_mt<__half, 8>(w, c, y, x, M);
     else
-        w->bits == 4 ? launch_gemv_mt<__nv_bfloat16, 4>(w, c->stream, y, x, M)
-                     : launch_gemv_mt<__nv_bfloat16, 8>(w, c->stream, y, x, M);
-    LAUNCH_CHECK("wna16_gemv_kernel");
+        e = w->bits == 4 ? launch_gemv_mt<__nv_bfloat16, 4>(w, c, y, x, M)
+                         : launch_gemv_mt<__nv_bfloat16, 8>(w, c, y, x, M);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return llmq_fail("wna16_gemv_kernel: launch failed: %s", cudaGetErrorString(e));
+    }
     return 0;
+}
+
+/* AUTO's test for the GEMV path. */
+static int gemv_usable(const wna16_weight *w, const cuda_ctx *c, int M)
+{
+    GvPlan p;
+    return gv_device_ok(c) && gv_plan(w, c, M, 0, &p) == 0;
 }
 
 static int check_dt(llmq_dtype dt, const char *what)
@@ -845,7 +1408,7 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
         return llmq_fail("wna16_linear: x must be 4-byte aligned, y 2-byte aligned");
     const size_t dense_bytes = (size_t)w->N * w->K * 2;
     if (path == WNA16_AUTO) {
-        if (M <= WNA16_GEMV_MAX_M && gemv_smem(w) <= GEMV_SMEM_MAX)
+        if (M <= WNA16_GEMV_MAX_M && gemv_usable(w, c, M))
             path = WNA16_GEMV;
         else if (w->dense && w->dense_dt == b->dt)
             path = WNA16_DENSE;

@@ -5,7 +5,9 @@
  * the backend's storage type (F16 or BF16), fp32 accumulation. The weight is
  * dequantized to dt in registers (rounded once: s * (q - z) is exact in
  * fp32, so the kernel's W equals the reference's W rounded to dt) and
- * multiplied on the tensor cores (mma.sync m16n8k16, fp32 accumulators).
+ * multiplied on the tensor cores (mma.sync m16n8k16, fp32 accumulators);
+ * the fp16 GEMV at M <= 8 instead multiplies the exact q - z and applies
+ * each group's scale to its fp32 partial sums (no rounding of W at all).
  *
  * Load-time repack (wna16_prepare). The checkpoint stays GPTQ; the GPU copy
  * is rearranged once so that the product streams it with one 16-byte load
@@ -31,12 +33,20 @@
  * N is padded to a multiple of 16 with zero scales (outputs not written).
  *
  * Paths of wna16_linear:
- *   GEMV     decode (any M, meant for M <= 16): one block per 16 output
- *            channels, 8 warps splitting K, each warp keeping two batches of
- *            chunks (weight words and the x pairs of the B fragments) in
- *            registers so that every load is issued a batch ahead of its
- *            mma; scales/zeros of the tile staged in shared memory. Rows in
- *            tiles of 8 (one mma n8), 1 or 2 tiles per weight fragment.
+ *   GEMV     decode (any M, meant for M <= 16): blocks of 4 warps own 64
+ *            channels x one slice of K; the codes come by bulk copies
+ *            (cp.async.bulk) into a 2-stage shared-memory ring per block,
+ *            after the slice's scales/zeros and step -> group table; x
+ *            (gathered through the act-order table) is staged in shared
+ *            memory once. The K slices of a tile group form a thread-block
+ *            cluster (<= 8) that adds its partial sums through distributed
+ *            shared memory. The split is picked from the occupancy so that
+ *            all blocks are resident at once (wna16_gemv_tune tunes it).
+ *            fp16 at M <= 8: the mma takes q - z and the scales multiply the
+ *            per-group sums in fp32; otherwise W is rounded to dt first.
+ *            Launched with programmatic dependent launch: the weight copies
+ *            start before the previous kernel on the stream has finished.
+ *            Needs compute capability 9.0 (AUTO falls back to MMA below).
  *   MMA      the first version (any M): x loads and scale lookups next to
  *            each mma, up to 8 row tiles per fragment; larger M re-streams
  *            the weight per 64 rows. Slower than GEMV at decode and ~10x
@@ -47,17 +57,11 @@
  *   SCRATCH  dequantize W into a caller's scratch buffer (N*K*2 bytes) and
  *            call cuBLAS: no persistent dense copy, one extra pass over a
  *            dense W per call.
- * AUTO takes GEMV up to WNA16_GEMV_MAX_M rows (when the tile's scales fit
- * its shared memory: groups of >= 32 on 7B shapes always do), else DENSE
- * when cached, else SCRATCH when a scratch is attached, else MMA.
+ * AUTO takes GEMV up to WNA16_GEMV_MAX_M rows (when a K slice's scales and
+ * x fit its shared memory: always on 7B shapes), else DENSE when cached,
+ * else SCRATCH when a scratch is attached, else MMA.
  *
- * Measured (H200, docs/BENCHMARKS_KERNELS.md): GEMV at M = 1 is 1.25-1.56x
- * cuBLAS fp16 on the dense weight for w4g128 and 1.17-1.44x for w8, but
- * reaches only 24-31% (4-bit) / 42-55% (8-bit) of the copy bandwidth: it is
- * bound by loads in flight (two register batches per warp), not by the
- * dequantization. Act-order costs the x gather (0.75-1.0x cuBLAS at M = 1).
- * At M = 16 cuBLAS wins (0.7-0.94x). SCRATCH is 0.24-0.44x cuBLAS at
- * M = 128/512 (the dequantization pass dominates).
+ * Measured: docs/BENCHMARKS_KERNELS.md (H200), kernels/WNA16_NOTES.md.
  *
  * All functions return 0, or -1 with llmq_fail(); none exits. b must be a
  * CUDA backend (llmq_backend_cuda); work is enqueued on its stream. Only
@@ -84,7 +88,11 @@ enum { WNA16_AUTO = 0, WNA16_MMA = 1, WNA16_DENSE = 2, WNA16_SCRATCH = 3, WNA16_
 /* Repack and upload one GPTQ linear (host arrays, FORMATS.md layout):
  * qweight int32 [K*bits/32, N], qzeros int32 [ng, N*bits/32] (v2: zeros as
  * stored, else stored + 1), scales fp16 bits [ng, N], g_idx int32 [K] with
- * ng = max(g_idx) + 1. bits 4 or 8; K*bits and N*bits multiples of 32.
+ * ng = max(g_idx) + 1. bits 4 or 8. K and N need not be multiples of
+ * 32/bits (an extension for llmq-format weights such as stories260K's
+ * K = 172: GPTQ checkpoints always are): the arrays then have
+ * ceil(K*bits/32) rows and ceil(N*bits/32) columns, the last word partly
+ * filled.
  * Synchronizes (the host arrays may be freed on return). */
 int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t *qweight, const int32_t *qzeros,
                   const uint16_t *scales, const int32_t *g_idx, int K, int N, int bits, int v2);
@@ -105,6 +113,24 @@ int wna16_linear(wna16_weight *w, llmq_backend *b, void *y, const void *x, int M
 /* The same with the path forced (WNA16_AUTO, _GEMV, _MMA, _DENSE, _SCRATCH); DENSE
  * and SCRATCH fail when no dense copy / no large enough scratch is there. */
 int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, const void *x, int M, int path);
+
+/* Tuning of the GEMV path, process-wide (benchmarks sweep it; 0 in a field
+ * keeps its default): ksplit_max, the most K slices (thread-block cluster
+ * size, <= 8; default 8); blocks_per_sm, the blocks per multiprocessor the
+ * K split aims for (default 4; a split that stays in one wave of resident
+ * blocks is preferred to one that spills into a second);
+ * stages_max, the depth of each block's shared-memory ring of weight stages
+ * (default 2, 8 KB each); no_pdl, 1 to launch without programmatic
+ * dependent launch (default: with it, so that a call's weight copies
+ * overlap the end of the kernel before it); exact_dequant, 1 to round W to
+ * fp16 before the mma at M <= 8 too (default: the mma takes q - z and the
+ * scales multiply the per-group sums in fp32); meta_loads, 1 to fetch the
+ * scales and groups with ordinary loads (round 1) instead of bulk copies
+ * ahead of the codes. NULL restores the defaults. */
+typedef struct {
+    int ksplit_max, blocks_per_sm, stages_max, no_pdl, exact_dequant, meta_loads;
+} wna16_gemv_tuning;
+void wna16_gemv_tune(const wna16_gemv_tuning *t);
 
 /* W [N, K] (original channel order) dequantized into dst, in b->dt. */
 int wna16_dequant(const wna16_weight *w, llmq_backend *b, void *dst);

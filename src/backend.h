@@ -95,6 +95,28 @@ struct llmq_backend {
      * scale: x = clamp(rint(x / scale), -qmax - 1, qmax) * scale. */
     int (*fq_tensor)(llmq_backend *b, void *x, size_t n, float scale, int qmax);
 
+    /* ---- KV cache (decoding; int8 KV) ----
+     * A cache holds `cap` positions for each of `batch` sequences, one row of
+     * n_kv*head_dim values per position: [batch, cap, n_kv*head_dim] in dt,
+     * or with kv8 int8 codes plus fp32 scales [batch, cap, n_kv], one per
+     * position and kv head: s = max(max_d |x_d|, 1e-5) / 127 over the head's
+     * head_dim values, q = rint(x / s) (half to even) clamped to +-127 --
+     * the grid of fq_per_token(qmax 127) over rows of head_dim values, so the
+     * fake-quant path (fq_per_token on k and v) and the int8 cache hold the
+     * same numbers. `scales` is NULL / unused without kv8. */
+    /* Write x [batch*n, n_kv*head_dim] (n new rows per sequence, sequence-
+     * major) to positions pos..pos+n-1 of every sequence; pos + n <= cap. */
+    int (*kv_store)(llmq_backend *b, void *cache, float *scales, const void *x, int batch, int n, int pos, int cap,
+                    int n_kv, int head_dim, int kv8);
+    /* Attention of q [batch*n, n_heads*head_dim] (query i of a sequence at
+     * position pos+i) over positions 0..pos+i of its sequence's caches kc/vc
+     * (GQA as in attention). Scale 1/sqrt(head_dim); scores, softmax and the
+     * weighted sum in fp32; int8 entries are dequantized (code * scale, fp32)
+     * as they are read. out like q, in dt. */
+    int (*attention_kv)(llmq_backend *b, void *out, const void *q, const void *kc, const float *ks, const void *vc,
+                        const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv, int head_dim,
+                        int kv8);
+
     void (*destroy)(llmq_backend *b);
 };
 

@@ -287,6 +287,90 @@ static int cpu_fq_tensor(llmq_backend *b, void *x, size_t n, float scale, int qm
     return 0;
 }
 
+/* The int8 KV grid of backend.h: one scale per (position, kv head). */
+static void kv_quant_row(const float *x, int n_kv, int hd, int8_t *q, float *scale)
+{
+    for (int h = 0; h < n_kv; h++) {
+        const float *v = x + (size_t)h * hd;
+        float mx = 0.0f;
+        for (int d = 0; d < hd; d++)
+            mx = fabsf(v[d]) > mx ? fabsf(v[d]) : mx;
+        float s = (mx < 1e-5f ? 1e-5f : mx) / 127.0f;
+        for (int d = 0; d < hd; d++) {
+            float c = rintf(v[d] / s);
+            q[(size_t)h * hd + d] = (int8_t)(c > 127.0f ? 127.0f : c < -127.0f ? -127.0f : c);
+        }
+        scale[h] = s;
+    }
+}
+
+static int cpu_kv_store(llmq_backend *b, void *cache, float *scales, const void *x, int batch, int n, int pos, int cap,
+                        int n_kv, int head_dim, int kv8)
+{
+    (void)b;
+    if (pos < 0 || n < 1 || pos + n > cap)
+        return llmq_fail("kv_store: positions %d..%d outside a cache of %d", pos, pos + n - 1, cap);
+    size_t kvdim = (size_t)n_kv * head_dim;
+    for (int s = 0; s < batch; s++)
+        for (int i = 0; i < n; i++) {
+            const float *row = (const float *)x + ((size_t)s * n + i) * kvdim;
+            size_t slot = (size_t)s * cap + pos + i;
+            if (kv8)
+                kv_quant_row(row, n_kv, head_dim, (int8_t *)cache + slot * kvdim, scales + slot * n_kv);
+            else
+                memcpy((float *)cache + slot * kvdim, row, kvdim * sizeof(float));
+        }
+    return 0;
+}
+
+/* One cache entry as fp32: element d of kv head h at slot. */
+static inline float kv_at(const void *c, const float *sc, int kv8, size_t slot, int n_kv, int hd, int h, int d)
+{
+    size_t i = slot * n_kv * hd + (size_t)h * hd + d;
+    return kv8 ? (float)((const int8_t *)c)[i] * sc[slot * n_kv + h] : ((const float *)c)[i];
+}
+
+static int cpu_attention_kv(llmq_backend *b, void *out, const void *q, const void *kc, const float *ks, const void *vc,
+                            const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv, int head_dim,
+                            int kv8)
+{
+    (void)b;
+    if (pos < 0 || pos + n > cap)
+        return llmq_fail("attention_kv: positions %d..%d outside a cache of %d", pos, pos + n - 1, cap);
+    const int qdim = n_heads * head_dim, group = n_heads / n_kv;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    float *p = malloc((size_t)(pos + n) * sizeof(float));
+    if (!p)
+        return llmq_fail("out of memory in attention_kv (%d positions)", pos + n);
+    for (int s = 0; s < batch; s++)
+        for (int i = 0; i < n; i++) {
+            int len = pos + i + 1;
+            for (int h = 0; h < n_heads; h++) {
+                const float *qv = (const float *)q + ((size_t)s * n + i) * qdim + (size_t)h * head_dim;
+                float *o = (float *)out + ((size_t)s * n + i) * qdim + (size_t)h * head_dim;
+                int kh = h / group;
+                float mx = -FLT_MAX, sum = 0.0f;
+                for (int t = 0; t < len; t++) {
+                    float dot = 0.0f;
+                    for (int d = 0; d < head_dim; d++)
+                        dot += qv[d] * kv_at(kc, ks, kv8, (size_t)s * cap + t, n_kv, head_dim, kh, d);
+                    p[t] = dot * scale;
+                    mx = p[t] > mx ? p[t] : mx;
+                }
+                for (int t = 0; t < len; t++)
+                    sum += (p[t] = expf(p[t] - mx));
+                for (int d = 0; d < head_dim; d++) {
+                    float acc = 0.0f;
+                    for (int t = 0; t < len; t++)
+                        acc += p[t] * kv_at(vc, vs, kv8, (size_t)s * cap + t, n_kv, head_dim, kh, d);
+                    o[d] = acc / sum;
+                }
+            }
+        }
+    free(p);
+    return 0;
+}
+
 static void cpu_destroy(llmq_backend *b) { free(b); }
 
 int llmq_backend_cpu(llmq_backend **out)
@@ -316,6 +400,8 @@ int llmq_backend_cpu(llmq_backend **out)
     b->xtx = cpu_xtx;
     b->fq_per_token = cpu_fq_per_token;
     b->fq_tensor = cpu_fq_tensor;
+    b->kv_store = cpu_kv_store;
+    b->attention_kv = cpu_attention_kv;
     b->destroy = cpu_destroy;
     *out = b;
     return 0;

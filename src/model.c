@@ -30,11 +30,32 @@ struct llmq_model {
     int32_t *ids_dev;
     void *logits; /* [head_rows, vocab] */
     int head_rows;
+
+    llmq_kv_mode kv_mode;
+    /* KV_INT8 evaluation: the int8 keys and values of one chunk (chunk_rows). */
+    void *kv8_k, *kv8_v;
+    float *kv8_ks, *kv8_vs;
+    /* Decoding caches (model_cache_open): per layer, [batch, cap, kvdim]. */
+    void **ck, **cv;
+    float **cks, **cvs;
+    int cache_batch, cache_cap;
+    void *step_x; /* hidden state of one step, [max_rows, hidden] */
 };
+
+/* Where one chunk's keys and values go: kc == NULL means nowhere (attention
+ * over the chunk's own windows); else caches of cap positions per sequence,
+ * the chunk's rows landing at positions pos.. */
+typedef struct {
+    void *kc, *vc;
+    float *ks, *vs;
+    int cap, pos;
+} kv_slot;
 
 const llmq_config *model_config(const llmq_model *m) { return &m->cfg; }
 llmq_backend *model_backend(const llmq_model *m) { return m->b; }
 const st_model *model_weights(const llmq_model *m) { return m->st; }
+const char *model_dir(const llmq_model *m) { return m->dir; }
+int model_max_rows(const llmq_model *m) { return m->max_rows; }
 void model_set_hooks(llmq_model *m, const llmq_hooks *hooks) { m->hooks = *hooks; }
 void model_keep_weights(llmq_model *m, int keep) { m->keep_weights = keep; }
 llmq_layer *model_layer(llmq_model *m, int layer) { return &m->layers[layer]; }
@@ -83,7 +104,11 @@ static int load_linear(llmq_model *m, int layer, llmq_lin which, llmq_linear *L)
     model_lin_prefix(layer, which, prefix, sizeof prefix);
     config_lin_shape(&m->cfg, which, &L->in, &L->out);
     snprintf(name, sizeof name, "%s.weight", prefix);
-    if (st_model_find(m->st, name)) {
+    if (m->hooks.on_linear && m->hooks.on_linear(m->hooks.ctx, m->b, layer, which, L))
+        return llmq_wrap("%s", prefix);
+    if (L->forward) {
+        /* taken over by the hook: no float weight */
+    } else if (st_model_find(m->st, name)) {
         L->w = load_tensor(m, name, L->out, L->in);
     } else {
         float *w = malloc((size_t)L->out * L->in * sizeof(float));
@@ -100,8 +125,10 @@ static int load_linear(llmq_model *m, int layer, llmq_lin which, llmq_linear *L)
         }
         free(w);
     }
-    if (!L->w)
+    if (!L->w && !L->forward)
         return -1;
+    if (!L->forward)
+        L->wbytes = (size_t)L->out * L->in * llmq_dtype_size(m->b->dt);
     int has_bias = which == LIN_O ? m->cfg.o_bias : (which <= LIN_V && m->cfg.attn_bias);
     if (has_bias) {
         snprintf(name, sizeof name, "%s.bias", prefix);
@@ -183,10 +210,24 @@ static int alloc_scratch(llmq_model *m)
     return 0;
 }
 
+/* The int8 keys/values of one chunk for KV_INT8 evaluation, on first use. */
+static int alloc_kv8_scratch(llmq_model *m)
+{
+    if (m->kv8_k)
+        return 0;
+    llmq_backend *b = m->b;
+    size_t r = (size_t)m->chunk_rows, kvd = (size_t)m->cfg.n_kv * m->cfg.head_dim, nh = (size_t)m->cfg.n_kv;
+    if (!(m->kv8_k = b->alloc(b, r * kvd)) || !(m->kv8_v = b->alloc(b, r * kvd)) ||
+        !(m->kv8_ks = b->alloc(b, r * nh * sizeof(float))) || !(m->kv8_vs = b->alloc(b, r * nh * sizeof(float))))
+        return llmq_wrap("allocating the int8 keys and values of %d rows", m->chunk_rows);
+    return 0;
+}
+
 static void free_scratch(llmq_model *m)
 {
-    void **bufs[] = {&m->xn, &m->q, &m->k, &m->v, &m->att, &m->o, &m->gate, &m->up, (void **)&m->ids_dev,
-                     &m->logits};
+    void **bufs[] = {&m->xn,     &m->q,     &m->k,      &m->v,      &m->att,
+                     &m->o,      &m->gate,  &m->up,     (void **)&m->ids_dev, &m->logits,
+                     &m->kv8_k,  &m->kv8_v, (void **)&m->kv8_ks, (void **)&m->kv8_vs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (*bufs[i])
             m->b->free(m->b, *bufs[i]);
@@ -242,6 +283,7 @@ void model_close(llmq_model *m)
 {
     if (!m)
         return;
+    model_cache_close(m);
     if (m->layers)
         for (int i = 0; i < m->cfg.n_layers; i++)
             model_unload_layer(m, i);
@@ -316,27 +358,66 @@ static int hook_input(llmq_model *m, int layer, llmq_input which, void *x, int r
     return m->hooks.on_input(m->hooks.ctx, m->b, layer, which, x, rows, cols);
 }
 
-/* One chunk of whole windows through one decoder layer (HF LlamaDecoderLayer). */
-static int layer_chunk(llmq_model *m, llmq_layer *L, int layer, void *x, int nwin, int seq)
+/* The producer of a group's input: the hook's fused version, or the
+ * residual add and LlamaRMSNorm. */
+static int norm_input(llmq_model *m, int layer, llmq_input which, void *x, const void *delta, const void *w,
+                      int rows)
 {
     llmq_backend *b = m->b;
     const llmq_config *c = &m->cfg;
-    int rows = nwin * seq;
-    if (b->rmsnorm(b, m->xn, x, L->attn_norm, rows, c->hidden, c->eps) ||
+    if (m->hooks.norm)
+        return m->hooks.norm(m->hooks.ctx, b, layer, which, m->xn, x, delta, w, rows, c->hidden, c->eps);
+    if (delta && b->add(b, x, delta, (size_t)rows * c->hidden))
+        return -1;
+    return b->rmsnorm(b, m->xn, x, w, rows, c->hidden, c->eps);
+}
+
+/* Keys (after RoPE) and values of the chunk into the attention output. */
+static int attend(llmq_model *m, int nseq, int n, const kv_slot *kv)
+{
+    llmq_backend *b = m->b;
+    const llmq_config *c = &m->cfg;
+    int rows = nseq * n, kv8 = m->kv_mode == KV_INT8;
+    if (m->kv_mode == KV_INT8_FAKE && (b->fq_per_token(b, m->k, rows * c->n_kv, c->head_dim, 127) ||
+                                       b->fq_per_token(b, m->v, rows * c->n_kv, c->head_dim, 127)))
+        return -1;
+    if (!kv->kc)
+        return b->attention(b, m->att, m->q, m->k, m->v, nseq, n, c->n_heads, c->n_kv, c->head_dim);
+    if (b->kv_store(b, kv->kc, kv->ks, m->k, nseq, n, kv->pos, kv->cap, c->n_kv, c->head_dim, kv8) ||
+        b->kv_store(b, kv->vc, kv->vs, m->v, nseq, n, kv->pos, kv->cap, c->n_kv, c->head_dim, kv8))
+        return -1;
+    /* A float prompt at position 0 attends only to itself: the tensor-core
+     * kernel over the fresh keys and values is the same function. */
+    if (!kv8 && kv->pos == 0)
+        return b->attention(b, m->att, m->q, m->k, m->v, nseq, n, c->n_heads, c->n_kv, c->head_dim);
+    return b->attention_kv(b, m->att, m->q, kv->kc, kv->ks, kv->vc, kv->vs, nseq, n, kv->pos, kv->cap, c->n_heads,
+                           c->n_kv, c->head_dim, kv8);
+}
+
+/* nseq sequences of n rows each (rows at positions kv->pos..) through one
+ * decoder layer (HF LlamaDecoderLayer). */
+static int layer_chunk(llmq_model *m, llmq_layer *L, int layer, void *x, int nseq, int n, const kv_slot *kv)
+{
+    llmq_backend *b = m->b;
+    const llmq_config *c = &m->cfg;
+    int rows = nseq * n;
+    const float *rope = m->rope + (size_t)kv->pos * c->head_dim; /* row r at position pos + r % n */
+    if (norm_input(m, layer, IN_QKV, x, NULL, L->attn_norm, rows) ||
         hook_input(m, layer, IN_QKV, m->xn, rows, c->hidden) || run_linear(m, &L->lin[LIN_Q], m->q, m->xn, rows) ||
         run_linear(m, &L->lin[LIN_K], m->k, m->xn, rows) || run_linear(m, &L->lin[LIN_V], m->v, m->xn, rows) ||
-        b->rope(b, m->q, m->rope, rows, seq, c->n_heads, c->head_dim) ||
-        b->rope(b, m->k, m->rope, rows, seq, c->n_kv, c->head_dim) ||
-        b->attention(b, m->att, m->q, m->k, m->v, nwin, seq, c->n_heads, c->n_kv, c->head_dim) ||
+        b->rope(b, m->q, rope, rows, n, c->n_heads, c->head_dim) ||
+        b->rope(b, m->k, rope, rows, n, c->n_kv, c->head_dim) || attend(m, nseq, n, kv) ||
         hook_input(m, layer, IN_O, m->att, rows, c->n_heads * c->head_dim) ||
-        run_linear(m, &L->lin[LIN_O], m->o, m->att, rows) || b->add(b, x, m->o, (size_t)rows * c->hidden))
+        run_linear(m, &L->lin[LIN_O], m->o, m->att, rows))
         return -1;
-    if (b->rmsnorm(b, m->xn, x, L->ffn_norm, rows, c->hidden, c->eps) ||
+    if (norm_input(m, layer, IN_GATEUP, x, m->o, L->ffn_norm, rows) ||
         hook_input(m, layer, IN_GATEUP, m->xn, rows, c->hidden) ||
         run_linear(m, &L->lin[LIN_GATE], m->gate, m->xn, rows) ||
-        run_linear(m, &L->lin[LIN_UP], m->up, m->xn, rows) ||
-        b->silu_mul(b, m->gate, m->gate, m->up, (size_t)rows * c->ffn) ||
-        hook_input(m, layer, IN_DOWN, m->gate, rows, c->ffn) ||
+        run_linear(m, &L->lin[LIN_UP], m->up, m->xn, rows))
+        return -1;
+    int act = m->hooks.act ? m->hooks.act(m->hooks.ctx, b, layer, m->gate, m->gate, m->up, rows, c->ffn)
+                           : b->silu_mul(b, m->gate, m->gate, m->up, (size_t)rows * c->ffn);
+    if (act || hook_input(m, layer, IN_DOWN, m->gate, rows, c->ffn) ||
         run_linear(m, &L->lin[LIN_DOWN], m->o, m->gate, rows) || b->add(b, x, m->o, (size_t)rows * c->hidden))
         return -1;
     return 0;
@@ -350,13 +431,20 @@ int model_layer_forward(llmq_model *m, int layer, void *x, int nwin, int seq)
         return llmq_fail("windows of %d tokens exceed the model's sliding window (%d)", seq, m->cfg.sliding_window);
     if (ensure_rope(m, seq) || model_load_layer(m, layer))
         return -1;
+    if (m->kv_mode == KV_INT8 && alloc_kv8_scratch(m))
+        return -1;
     llmq_layer *L = &m->layers[layer];
     int per_chunk = m->chunk_rows / seq;
     size_t win_bytes = (size_t)seq * m->cfg.hidden * llmq_dtype_size(m->b->dt);
+    /* KV_INT8: each window's keys and values pass through an int8 "cache"
+     * of its own seq positions. */
+    kv_slot kv = {0};
+    if (m->kv_mode == KV_INT8)
+        kv = (kv_slot){m->kv8_k, m->kv8_v, m->kv8_ks, m->kv8_vs, seq, 0};
     int rc = 0;
     for (int w = 0; w < nwin && rc == 0; w += per_chunk) {
         int n = nwin - w < per_chunk ? nwin - w : per_chunk;
-        rc = layer_chunk(m, L, layer, (char *)x + (size_t)w * win_bytes, n, seq);
+        rc = layer_chunk(m, L, layer, (char *)x + (size_t)w * win_bytes, n, seq, &kv);
     }
     if (!m->keep_weights)
         model_unload_layer(m, layer);
@@ -410,4 +498,121 @@ done:
         m->b->free(m->b, x);
     free(targets);
     return rc;
+}
+
+void model_set_kv_mode(llmq_model *m, llmq_kv_mode mode) { m->kv_mode = mode; }
+
+size_t model_weight_bytes(const llmq_model *m)
+{
+    const llmq_config *c = &m->cfg;
+    size_t es = llmq_dtype_size(m->b->dt), n = (size_t)c->vocab * c->hidden * es + c->hidden * es;
+    for (int l = 0; l < c->n_layers; l++) {
+        const llmq_layer *L = &m->layers[l];
+        if (!L->loaded)
+            continue;
+        n += 2 * (size_t)c->hidden * es;
+        for (int i = 0; i < LIN_COUNT; i++)
+            n += L->lin[i].wbytes + (L->lin[i].bias ? (size_t)L->lin[i].out * es : 0);
+    }
+    return n;
+}
+
+void model_cache_close(llmq_model *m)
+{
+    void ***lists[] = {&m->ck, &m->cv, (void ***)&m->cks, (void ***)&m->cvs};
+    for (size_t i = 0; i < 4; i++) {
+        void **l = *lists[i];
+        if (!l)
+            continue;
+        for (int j = 0; j < m->cfg.n_layers; j++)
+            if (l[j])
+                m->b->free(m->b, l[j]);
+        free(l);
+        *lists[i] = NULL;
+    }
+    if (m->step_x)
+        m->b->free(m->b, m->step_x);
+    m->step_x = NULL;
+    m->cache_batch = m->cache_cap = 0;
+}
+
+/* Bytes of one layer's key (or value) cache, and of its scales. */
+static size_t cache_bytes(const llmq_model *m, size_t *scale_bytes)
+{
+    size_t slots = (size_t)m->cache_batch * m->cache_cap;
+    int kv8 = m->kv_mode == KV_INT8;
+    *scale_bytes = kv8 ? slots * m->cfg.n_kv * sizeof(float) : 0;
+    return slots * m->cfg.n_kv * m->cfg.head_dim * (kv8 ? 1 : llmq_dtype_size(m->b->dt));
+}
+
+size_t model_cache_bytes(const llmq_model *m)
+{
+    size_t sb, cb = cache_bytes(m, &sb);
+    return 2 * (cb + sb) * (size_t)m->cfg.n_layers;
+}
+
+int model_cache_open(llmq_model *m, int batch, int cap)
+{
+    model_cache_close(m);
+    if (batch < 1 || cap < 1)
+        return llmq_fail("a KV cache needs batch >= 1 and capacity >= 1 (got %d, %d)", batch, cap);
+    if (m->cfg.sliding_window && cap > m->cfg.sliding_window)
+        return llmq_fail("a cache of %d positions exceeds the model's sliding window (%d)", cap,
+                         m->cfg.sliding_window);
+    int L = m->cfg.n_layers;
+    m->cache_batch = batch, m->cache_cap = cap;
+    m->keep_weights = 1;
+    size_t sb, cb = cache_bytes(m, &sb);
+    if (!(m->ck = calloc(L, sizeof *m->ck)) || !(m->cv = calloc(L, sizeof *m->cv)) ||
+        !(m->cks = calloc(L, sizeof *m->cks)) || !(m->cvs = calloc(L, sizeof *m->cvs)))
+        goto oom;
+    for (int l = 0; l < L; l++) {
+        if (!(m->ck[l] = m->b->alloc(m->b, cb)) || !(m->cv[l] = m->b->alloc(m->b, cb)))
+            goto oom;
+        if (sb && (!(m->cks[l] = m->b->alloc(m->b, sb)) || !(m->cvs[l] = m->b->alloc(m->b, sb))))
+            goto oom;
+    }
+    if (!(m->step_x = model_alloc_hidden(m, m->max_rows)))
+        goto oom;
+    return 0;
+oom:
+    model_cache_close(m);
+    return llmq_wrap("allocating a KV cache of %d x %d positions (%zu bytes per layer)", batch, cap, 2 * (cb + sb));
+}
+
+int model_step(llmq_model *m, const int32_t *ids, int n, int pos, const int32_t *targets, double *nll,
+               float *logits)
+{
+    int batch = m->cache_batch, rows = batch * n;
+    if (!m->ck)
+        return llmq_fail("model_step: no KV cache (model_cache_open)");
+    if (n < 1 || pos < 0 || pos + n > m->cache_cap)
+        return llmq_fail("positions %d..%d do not fit a cache of %d", pos, pos + n - 1, m->cache_cap);
+    if (rows > m->max_rows || n > m->chunk_rows)
+        return llmq_fail("a step of %d x %d tokens exceeds the %d rows the runner was sized for", batch, n,
+                         m->max_rows);
+    if (ensure_rope(m, pos + n) || model_embed(m, m->step_x, ids, rows))
+        return -1;
+    const llmq_config *c = &m->cfg;
+    size_t es = llmq_dtype_size(m->b->dt), ces = m->kv_mode == KV_INT8 ? 1 : es;
+    size_t seq_cache = (size_t)m->cache_cap * c->n_kv * c->head_dim * ces, seq_scales = (size_t)m->cache_cap * c->n_kv;
+    int per_chunk = m->chunk_rows / n;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (model_load_layer(m, l))
+            return -1;
+        for (int s0 = 0; s0 < batch; s0 += per_chunk) {
+            int cnt = batch - s0 < per_chunk ? batch - s0 : per_chunk;
+            kv_slot kv = {(char *)m->ck[l] + s0 * seq_cache, (char *)m->cv[l] + s0 * seq_cache,
+                          m->cks[l] ? m->cks[l] + s0 * seq_scales : NULL,
+                          m->cvs[l] ? m->cvs[l] + s0 * seq_scales : NULL, m->cache_cap, pos};
+            if (layer_chunk(m, &m->layers[l], l, (char *)m->step_x + (size_t)s0 * n * c->hidden * es, cnt, n, &kv))
+                return llmq_wrap("layer %d", l);
+        }
+    }
+    double part = 0.0;
+    if (model_head(m, m->step_x, targets, rows, &part, logits))
+        return -1;
+    if (nll)
+        *nll += part;
+    return 0;
 }

@@ -29,6 +29,7 @@ struct llmq_linear {
     int (*forward)(llmq_linear *self, llmq_backend *b, void *y, const void *x, int rows);
     void *ctx; /* for forward's use; freed by free_ctx when the layer unloads */
     void (*free_ctx)(llmq_linear *self, llmq_backend *b);
+    size_t wbytes; /* bytes of the weight (and its scales) one product reads */
 };
 
 typedef struct {
@@ -45,7 +46,27 @@ typedef struct {
     /* x: backend buffer [rows, cols], the input of the group; may be modified. */
     int (*on_input)(void *ctx, llmq_backend *b, int layer, llmq_input which, void *x, int rows, int cols);
     int (*on_layer)(void *ctx, llmq_backend *b, int layer, llmq_layer *L);
+    /* Called before a linear's float weight is read: setting L->forward
+     * (and L->ctx / L->free_ctx) takes the linear over, and the float
+     * weight is then never loaded (real-quant kernels on packed weights). */
+    int (*on_linear)(void *ctx, llmq_backend *b, int layer, llmq_lin which, llmq_linear *L);
+    /* Replacements for the two producers of linear inputs, for kernels that
+     * fuse them with activation quantization (W8A8). norm: "x += delta
+     * (when delta != NULL); out = RMSNorm(x) * w" before group which
+     * (IN_QKV or IN_GATEUP); act: "out = silu(gate) * up" before down_proj.
+     * They must leave what the group's linears read where those expect it. */
+    int (*norm)(void *ctx, llmq_backend *b, int layer, llmq_input which, void *out, void *x, const void *delta,
+                const void *w, int rows, int dim, float eps);
+    int (*act)(void *ctx, llmq_backend *b, int layer, void *out, const void *gate, const void *up, int rows,
+               int cols);
 } llmq_hooks;
+
+/* How keys and values reach attention. */
+typedef enum {
+    KV_FLOAT = 0, /* in the storage type, as computed */
+    KV_INT8_FAKE, /* quantized and dequantized in place (backend.h's int8 KV grid), then as KV_FLOAT */
+    KV_INT8,      /* stored as int8 codes + scales, dequantized inside attention (kv_store, attention_kv) */
+} llmq_kv_mode;
 
 typedef struct llmq_model llmq_model;
 
@@ -58,6 +79,9 @@ void model_close(llmq_model *m);
 const llmq_config *model_config(const llmq_model *m);
 llmq_backend *model_backend(const llmq_model *m);
 const st_model *model_weights(const llmq_model *m);
+const char *model_dir(const llmq_model *m);
+/* The most rows one pass takes (model_open's max_rows). */
+int model_max_rows(const llmq_model *m);
 void model_set_hooks(llmq_model *m, const llmq_hooks *hooks);
 /* Keep every layer's weights resident once loaded (evaluation), instead of
  * unloading each after use (layer-streaming calibration). */
@@ -90,5 +114,30 @@ int model_forward(llmq_model *m, const int32_t *ids, int nwin, int seq, double *
 
 /* A backend buffer for the hidden state of rows tokens. */
 void *model_alloc_hidden(llmq_model *m, int rows);
+
+/* Bytes of weights one token's forward reads once: every loaded layer's
+ * linears and norms, the final norm and lm_head (the decode roofline). */
+size_t model_weight_bytes(const llmq_model *m);
+
+/* KV handling of every forward (default KV_FLOAT). */
+void model_set_kv_mode(llmq_model *m, llmq_kv_mode mode);
+
+/* ---- decoding with a KV cache ----
+ * model_cache_open allocates, for every layer, a key and a value cache of
+ * cap positions for each of batch sequences (int8 with scales when the KV
+ * mode is KV_INT8, else the storage type). model_step then runs n new
+ * tokens of every sequence (ids host [batch*n], sequence-major) at positions
+ * pos..pos+n-1, attending to the cached positions 0..pos-1 and to each
+ * other causally, appends their keys and values to the cache, and scores
+ * targets (host [batch*n], < 0 = not scored) into *nll like model_head
+ * (logits host [batch*n, vocab] when not NULL). Weights stay resident
+ * (model_keep_weights is implied). Prefill is a step with n = prompt
+ * length at pos 0; decoding is steps with n = 1. */
+int model_cache_open(llmq_model *m, int batch, int cap);
+void model_cache_close(llmq_model *m);
+/* Bytes of the caches (codes + scales) over all layers. */
+size_t model_cache_bytes(const llmq_model *m);
+int model_step(llmq_model *m, const int32_t *ids, int n, int pos, const int32_t *targets, double *nll,
+               float *logits);
 
 #endif

@@ -53,7 +53,7 @@ static void *aligned_copy(const st_tensor *t)
  * scales fp16 [ng, N], g_idx int32 [K] (k / G when absent, as in old
  * AutoGPTQ checkpoints). */
 static int load_gptq(const qw_source *st, const llmq_config *cfg, const char *dir, const char *prefix, int N, int K,
-                     float *w)
+                     llmq_qweight *q)
 {
     int bits = cfg->q_bits;
     if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
@@ -76,7 +76,6 @@ static int load_gptq(const qw_source *st, const llmq_config *cfg, const char *di
     int32_t *g_idx = malloc((size_t)K * sizeof *g_idx);
     void *qwd = aligned_copy(qw), *qzd = aligned_copy(qz), *scd = aligned_copy(sc);
     int rc = -1;
-    llmq_qweight q = {0};
     if (!g_idx || !qwd || !qzd || !scd) {
         llmq_fail("out of memory reading %s", prefix);
         goto done;
@@ -91,14 +90,12 @@ static int load_gptq(const qw_source *st, const llmq_config *cfg, const char *di
         for (int k = 0; k < K; k++)
             g_idx[k] = k / group;
     }
-    if (gptq_import(qwd, qzd, scd, g_idx, K, N, bits, group, ng, v2, cfg->q_sym, &q)) {
+    if (gptq_import(qwd, qzd, scd, g_idx, K, N, bits, group, ng, v2, cfg->q_sym, q)) {
         llmq_wrap("%s: %s", qw->file, prefix);
         goto done;
     }
-    qweight_dequant(&q, w);
     rc = 0;
 done:
-    qweight_free(&q);
     free(g_idx), free(qwd), free(qzd), free(scd);
     return rc;
 }
@@ -132,7 +129,8 @@ static int llmq_module_meta(const qw_source *st, const char *dir, const char *pr
     return rc;
 }
 
-static int load_llmq_nf4(const qw_source *st, const char *dir, const char *prefix, int N, int K, int dbl, float *w)
+static int load_llmq_nf4(const qw_source *st, const char *dir, const char *prefix, int N, int K, int dbl,
+                         llmq_nf4 *res)
 {
     size_t n = (size_t)N * K, nb = (n + 63) / 64;
     llmq_nf4 q = {.n = n, .blocksize = 64, .nblocks = nb, .double_quant = dbl, .blocksize2 = 256,
@@ -168,21 +166,24 @@ static int load_llmq_nf4(const qw_source *st, const char *dir, const char *prefi
     }
     if ((dbl && (!q.qabsmax || !q.absmax2)) || (!dbl && !q.absmax))
         goto done;
-    rc = nf4_dequantize(&q, w);
+    *res = q;
+    return 0;
 done:
-    free(q.codes), free(q.absmax), free(q.qabsmax), free(q.absmax2);
+    nf4_free(&q);
     return rc;
 }
 
 /* llmq's layout (docs/LLMQ_FORMAT.md). */
-static int load_llmq(const qw_source *st, const char *dir, const char *prefix, int N, int K, float *w)
+static int load_llmq(const qw_source *st, const char *dir, const char *prefix, int N, int K, qw_packed *p)
 {
     char method[16];
     int bits = 0, group = -1, sym = 0, dbl = 0;
     if (llmq_module_meta(st, dir, prefix, method, sizeof method, &bits, &group, &sym, &dbl))
         return -1;
-    if (!strcmp(method, "nf4"))
-        return load_llmq_nf4(st, dir, prefix, N, K, dbl, w);
+    if (!strcmp(method, "nf4")) {
+        p->is_nf4 = 1;
+        return load_llmq_nf4(st, dir, prefix, N, K, dbl, &p->nf4);
+    }
     int G = group > 0 ? group : K, ng = (K + G - 1) / G;
     size_t rb = llmqfmt_row_bytes(K, bits);
     const st_tensor *codes = need(st, dir, prefix, bits <= 4 ? "qweight_u4x2" : "qweight_u8", LLMQ_U8, 2);
@@ -199,6 +200,7 @@ static int load_llmq(const qw_source *st, const char *dir, const char *prefix, i
     char name[192];
     if (qweight_alloc(&q, N, K, bits, group, sym))
         return -1;
+    p->is_nf4 = 0;
     uint16_t *s16 = aligned_copy(sc), *z16 = aligned_copy(zs);
     if (!s16 || !z16 || llmqfmt_unpack_codes(codes->data, N, K, bits, q.q))
         goto done;
@@ -217,7 +219,8 @@ static int load_llmq(const qw_source *st, const char *dir, const char *prefix, i
                 goto done;
             }
     }
-    qweight_dequant(&q, w);
+    p->q = q;
+    memset(&q, 0, sizeof q);
     rc = 0;
 done:
     if (rc)
@@ -227,15 +230,38 @@ done:
     return rc;
 }
 
-int qweight_load_from(const qw_source *src, const llmq_config *cfg, const char *prefix, int out, int in, float *w)
+int qweight_load_packed(const qw_source *src, const llmq_config *cfg, const char *prefix, int out, int in,
+                        qw_packed *p)
 {
+    memset(p, 0, sizeof *p);
     if (strcmp(cfg->quant_method, "gptq") == 0)
-        return load_gptq(src, cfg, src->where, prefix, out, in, w);
+        return load_gptq(src, cfg, src->where, prefix, out, in, &p->q);
     if (strcmp(cfg->quant_method, "llmq") == 0)
-        return load_llmq(src, src->where, prefix, out, in, w);
+        return load_llmq(src, src->where, prefix, out, in, p);
     if (cfg->quant_method[0])
         return llmq_fail("%s: quant_method \"%s\" is not supported (gptq, llmq)", src->where, cfg->quant_method);
     return llmq_fail("%s: tensor '%s.weight' is missing", src->where, prefix);
+}
+
+void qw_packed_free(qw_packed *p)
+{
+    qweight_free(&p->q);
+    nf4_free(&p->nf4);
+    memset(p, 0, sizeof *p);
+}
+
+int qweight_load_from(const qw_source *src, const llmq_config *cfg, const char *prefix, int out, int in, float *w)
+{
+    qw_packed p;
+    if (qweight_load_packed(src, cfg, prefix, out, in, &p))
+        return -1;
+    int rc = 0;
+    if (p.is_nf4)
+        rc = nf4_dequantize(&p.nf4, w);
+    else
+        qweight_dequant(&p.q, w);
+    qw_packed_free(&p);
+    return rc;
 }
 
 int qweight_load_dequant(const st_model *st, const llmq_config *cfg, const char *dir, const char *prefix, int out,

@@ -6,6 +6,8 @@
 
 #include "../formats/config.h"
 #include "../formats/safetensors.h"
+#include "../quant/nf4.h"
+#include "../quant/qweight.h"
 
 /* Where the packed tensors come from: a model directory (every shard) or a
  * single safetensors file (llmq-gptq's per-layer saves when resuming). */
@@ -14,6 +16,20 @@ typedef struct {
     const st_file *file;
     const char *where; /* directory or file, for messages */
 } qw_source;
+
+/* One linear as the checkpoint holds it, unpacked but not dequantized:
+ * an integer grid (GPTQ or llmq int) in q, or NF4 blocks in nf4. */
+typedef struct {
+    int is_nf4;
+    llmq_qweight q;
+    llmq_nf4 nf4;
+} qw_packed;
+
+/* Read the linear's packed tensors from src (cfg as below) into p; free
+ * with qw_packed_free (also safe after a failure). */
+int qweight_load_packed(const qw_source *src, const llmq_config *cfg, const char *prefix, int out, int in,
+                        qw_packed *p);
+void qw_packed_free(qw_packed *p);
 
 /* Dequantize from src; cfg supplies quant_method ("gptq" / "llmq") and,
  * for GPTQ, bits, group_size, sym and checkpoint_format. */

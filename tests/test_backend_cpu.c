@@ -37,16 +37,11 @@ static double rel_err(const float *a, const double *ref, size_t n)
     return sqrt(num / (den > 0 ? den : 1));
 }
 
-static void test_attention_gqa(void **state)
+/* Causal GQA attention in double, straight from the formula. */
+static void ref_attention(const float *q, const float *k, const float *v, int batch, int seq, int nh, int nkv, int hd,
+                          double *ref)
 {
-    (void)state;
-    llmq_backend *b;
-    assert_int_equal(llmq_backend_cpu(&b), 0);
-    const int batch = 3, seq = 17, nh = 6, nkv = 2, hd = 10, qd = nh * hd, kd = nkv * hd;
-    float *q = rand_buf((size_t)batch * seq * qd, 2), *k = rand_buf((size_t)batch * seq * kd, 2);
-    float *v = rand_buf((size_t)batch * seq * kd, 1), *out = malloc(sizeof(float) * batch * seq * qd);
-    double *ref = calloc((size_t)batch * seq * qd, sizeof(double));
-    assert_int_equal(b->attention(b, out, q, k, v, batch, seq, nh, nkv, hd), 0);
+    const int qd = nh * hd, kd = nkv * hd;
     for (int w = 0; w < batch; w++)
         for (int h = 0; h < nh; h++) {
             int kh = h / (nh / nkv);
@@ -69,8 +64,87 @@ static void test_attention_gqa(void **state)
                 }
             }
         }
+}
+
+static void test_attention_gqa(void **state)
+{
+    (void)state;
+    llmq_backend *b;
+    assert_int_equal(llmq_backend_cpu(&b), 0);
+    const int batch = 3, seq = 17, nh = 6, nkv = 2, hd = 10, qd = nh * hd, kd = nkv * hd;
+    float *q = rand_buf((size_t)batch * seq * qd, 2), *k = rand_buf((size_t)batch * seq * kd, 2);
+    float *v = rand_buf((size_t)batch * seq * kd, 1), *out = malloc(sizeof(float) * batch * seq * qd);
+    double *ref = calloc((size_t)batch * seq * qd, sizeof(double));
+    assert_int_equal(b->attention(b, out, q, k, v, batch, seq, nh, nkv, hd), 0);
+    ref_attention(q, k, v, batch, seq, nh, nkv, hd, ref);
     assert_true(rel_err(out, ref, (size_t)batch * seq * qd) < 1e-6);
     free(q), free(k), free(v), free(out), free(ref);
+    b->destroy(b);
+}
+
+/* Rows [t0, t0 + n) of each window of x [batch, seq, dim], packed. */
+static float *window_rows(const float *x, int batch, int seq, int dim, int t0, int n)
+{
+    float *r = malloc(sizeof(float) * batch * n * dim);
+    for (int w = 0; w < batch; w++)
+        memcpy(r + (size_t)w * n * dim, x + ((size_t)w * seq + t0) * dim, sizeof(float) * n * dim);
+    return r;
+}
+
+/* The KV cache ops: keys/values stored in two pieces, then queries of the
+ * second piece (a prefill chunk) and of the last position alone (a decode
+ * step) attend through the cache; both must equal the rows of the full
+ * causal attention. With int8, the cache must hold exactly fq_per_token's
+ * values (the fake-quant path) and attention must equal the formula on them. */
+static void test_kv_cache(void **state)
+{
+    (void)state;
+    llmq_backend *b;
+    assert_int_equal(llmq_backend_cpu(&b), 0);
+    const int batch = 3, seq = 17, cap = 21, nh = 6, nkv = 2, hd = 10, qd = nh * hd, kd = nkv * hd, t0 = 10;
+    for (int kv8 = 0; kv8 <= 1; kv8++) {
+        float *q = rand_buf((size_t)batch * seq * qd, 2), *k = rand_buf((size_t)batch * seq * kd, 2);
+        float *v = rand_buf((size_t)batch * seq * kd, 1);
+        size_t es = kv8 ? 1 : sizeof(float);
+        void *kc = malloc((size_t)batch * cap * kd * es), *vc = malloc((size_t)batch * cap * kd * es);
+        float *ks = malloc(sizeof(float) * batch * cap * nkv), *vs = malloc(sizeof(float) * batch * cap * nkv);
+        float *k1 = window_rows(k, batch, seq, kd, 0, t0), *v1 = window_rows(v, batch, seq, kd, 0, t0);
+        float *k2 = window_rows(k, batch, seq, kd, t0, seq - t0), *v2 = window_rows(v, batch, seq, kd, t0, seq - t0);
+        assert_int_equal(b->kv_store(b, kc, ks, k1, batch, t0, 0, cap, nkv, hd, kv8), 0);
+        assert_int_equal(b->kv_store(b, vc, vs, v1, batch, t0, 0, cap, nkv, hd, kv8), 0);
+        assert_int_equal(b->kv_store(b, kc, ks, k2, batch, seq - t0, t0, cap, nkv, hd, kv8), 0);
+        assert_int_equal(b->kv_store(b, vc, vs, v2, batch, seq - t0, t0, cap, nkv, hd, kv8), 0);
+        if (kv8) { /* the reference sees what fake quant makes of k and v */
+            assert_int_equal(b->fq_per_token(b, k, batch * seq * nkv, hd, 127), 0);
+            assert_int_equal(b->fq_per_token(b, v, batch * seq * nkv, hd, 127), 0);
+            for (int w = 0; w < batch; w++)
+                for (int t = 0; t < seq; t++)
+                    for (int j = 0; j < kd; j++) {
+                        size_t slot = (size_t)w * cap + t;
+                        float deq = (float)((int8_t *)kc)[slot * kd + j] * ks[slot * nkv + j / hd];
+                        assert_true(deq == k[((size_t)w * seq + t) * kd + j]);
+                    }
+        }
+        double *ref = calloc((size_t)batch * seq * qd, sizeof(double));
+        ref_attention(q, k, v, batch, seq, nh, nkv, hd, ref);
+        /* prefill chunk: queries t0..seq-1 at position t0 */
+        float *q2 = window_rows(q, batch, seq, qd, t0, seq - t0), *out = malloc(sizeof(float) * batch * seq * qd);
+        double *r2 = malloc(sizeof(double) * batch * (seq - t0) * qd);
+        for (int w = 0; w < batch; w++)
+            memcpy(r2 + (size_t)w * (seq - t0) * qd, ref + ((size_t)w * seq + t0) * qd, sizeof(double) * (seq - t0) * qd);
+        assert_int_equal(b->attention_kv(b, out, q2, kc, ks, vc, vs, batch, seq - t0, t0, cap, nh, nkv, hd, kv8), 0);
+        assert_true(rel_err(out, r2, (size_t)batch * (seq - t0) * qd) < 1e-6);
+        /* decode step: the last query alone */
+        float *q3 = window_rows(q, batch, seq, qd, seq - 1, 1);
+        for (int w = 0; w < batch; w++)
+            memcpy(r2 + (size_t)w * qd, ref + ((size_t)w * seq + seq - 1) * qd, sizeof(double) * qd);
+        assert_int_equal(b->attention_kv(b, out, q3, kc, ks, vc, vs, batch, 1, seq - 1, cap, nh, nkv, hd, kv8), 0);
+        assert_true(rel_err(out, r2, (size_t)batch * qd) < 1e-6);
+        /* positions past the cache are refused */
+        assert_int_equal(b->kv_store(b, kc, ks, k2, batch, seq - t0, cap - 2, cap, nkv, hd, kv8), -1);
+        free(q), free(k), free(v), free(kc), free(vc), free(ks), free(vs), free(k1), free(v1), free(k2), free(v2);
+        free(ref), free(q2), free(out), free(r2), free(q3);
+    }
     b->destroy(b);
 }
 
@@ -178,6 +252,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_gqa),
+        cmocka_unit_test(test_kv_cache),
         cmocka_unit_test(test_norm_rope_linear_silu),
         cmocka_unit_test(test_nll_absmax_xtx_fq),
     };

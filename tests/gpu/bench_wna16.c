@@ -3,7 +3,7 @@
  *
  *   copy      cudaMemcpy device to device of 1 GiB: the bandwidth ceiling
  *             (bytes read + written), measured in this run
- *   decode    M = 1, 4, 16 on K->N = 4096->4096, 4096->11008, 11008->4096:
+ *   decode    M = 1, 4, 16, 64 on K->N = 4096->4096, 4096->11008, 11008->4096:
  *             w4 g128, w4 g128 act-order, w8 g128 (sym), through the GEMV
  *             kernel (and the first MMA kernel for comparison). GB/s =
  *             bytes the kernel must read (repacked codes + scales/zeros) /
@@ -18,10 +18,16 @@
  * on the backend's stream; one pass runs the product once on each of
  * several copies of the weight (together > 512 MB, so that the weight comes
  * from DRAM, not the 50-60 MB L2); per-call time = pass / copies, median
- * over passes. Weights random (codes, zeros fixed at 2^(b-1), scales
- * 0.002..0.02), x random: never zeros.
+ * over passes. A pass is captured once into a CUDA graph and replayed, so
+ * that the host's launch cost (a few us per call, more than a 4096x4096
+ * product now takes) does not hide the kernels; "launch us" is the same
+ * pass launched call by call from the host, as a model's loop would
+ * without graphs. cuBLAS is timed the same way. Weights random (codes,
+ * zeros fixed at 2^(b-1), scales 0.002..0.02), x random: never zeros.
  *
- * Usage: bench_wna16 [reps]   (default 30) */
+ * Usage: bench_wna16 [reps] [sweep | profile]   (default 30 reps; "sweep"
+ * times the GEMV tuning knobs (wna16_gemv_tune) on the g128 shapes instead;
+ * "profile" only makes a few GEMV calls, for ncu) */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -46,6 +52,7 @@
 static llmq_backend *g;
 static cudaStream_t stream;
 static int reps = 30;
+static int use_graph = 1; /* time graph replays of a pass (else host launches) */
 
 static int cmp_float(const void *a, const void *b)
 {
@@ -59,18 +66,33 @@ typedef int (*call_fn)(void *arg, int i);
 static float time_calls(call_fn fn, void *arg, int ncopies)
 {
     cudaEvent_t ev[2];
+    cudaGraphExec_t exec = NULL;
     float *ms = xmalloc((size_t)reps * sizeof *ms);
     for (int w = 0; w < 3; w++)
         for (int i = 0; i < ncopies; i++)
             if (fn(arg, i))
                 die("warm-up");
+    if (use_graph) {
+        cudaGraph_t graph;
+        cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+        for (int i = 0; i < ncopies; i++)
+            if (fn(arg, i))
+                die("capture");
+        cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
+        cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+        cudaGraphDestroy(graph);
+        cuda_ok(cudaGraphLaunch(exec, stream), "graph warm-up");
+    }
     cuda_ok(cudaEventCreate(&ev[0]), "event");
     cuda_ok(cudaEventCreate(&ev[1]), "event");
     for (int r = 0; r < reps; r++) {
         cuda_ok(cudaEventRecord(ev[0], stream), "record");
-        for (int i = 0; i < ncopies; i++)
-            if (fn(arg, i))
-                die("run");
+        if (exec)
+            cuda_ok(cudaGraphLaunch(exec, stream), "graph");
+        else
+            for (int i = 0; i < ncopies; i++)
+                if (fn(arg, i))
+                    die("run");
         cuda_ok(cudaEventRecord(ev[1], stream), "record");
         cuda_ok(cudaEventSynchronize(ev[1]), "sync");
         cuda_ok(cudaEventElapsedTime(&ms[r], ev[0], ev[1]), "elapsed");
@@ -78,6 +100,8 @@ static float time_calls(call_fn fn, void *arg, int ncopies)
     }
     cudaEventDestroy(ev[0]);
     cudaEventDestroy(ev[1]);
+    if (exec)
+        cudaGraphExecDestroy(exec);
     qsort(ms, (size_t)reps, sizeof *ms, cmp_float);
     float med = ms[reps / 2];
     free(ms);
@@ -211,10 +235,101 @@ static void unload(struct bench *B)
     B->nq = B->nd = 0;
 }
 
+/* The tuning sweep: GEMV per-call time under each knob setting on the
+ * 4-bit g128 (and 8-bit) shapes, against the copy bandwidth. */
+static void sweep(double copy_gbs)
+{
+    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
+    static const struct {
+        const char *name;
+        wna16_gemv_tuning t;
+    } var[] = {
+        {"default", {0, 0, 0, 0, 0, 0}},     {"no-pdl", {0, 0, 0, 1, 0, 0}},     {"exact-deq", {0, 0, 0, 0, 1, 0}},
+        {"meta-loads", {0, 0, 0, 0, 0, 1}},  {"round1cfg", {0, 0, 8, 0, 1, 1}},  {"stages=1", {0, 0, 1, 0, 0, 0}},
+        {"stages<=3", {0, 0, 3, 0, 0, 0}},   {"stages<=4", {0, 0, 4, 0, 0, 0}},  {"stages<=8", {0, 0, 8, 0, 0, 0}},
+        {"bps=2", {0, 2, 0, 0, 0, 0}},       {"bps=3", {0, 3, 0, 0, 0, 0}},      {"bps=6", {0, 6, 0, 0, 0, 0}},
+        {"ks<=4", {4, 0, 0, 0, 0, 0}},       {"ks<=2", {2, 0, 0, 0, 0, 0}},
+    };
+    const int nvar = (int)(sizeof var / sizeof var[0]);
+    static const int Ms[] = {1, 16};
+    static const int bitsv[] = {4, 8};
+    float res[3][2][2][24];
+    for (int s = 0; s < 3; s++) {
+        struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_GEMV};
+        B.x = dev_rand((size_t)64 * B.K, 1.0f);
+        B.y = g->alloc(g, (size_t)64 * B.N * 2);
+        if (!B.y)
+            die("alloc");
+        for (int bi = 0; bi < 2; bi++) {
+            load(&B, bitsv[bi], 128, 0, 0);
+            size_t cb, pb;
+            wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
+            for (int mi = 0; mi < 2; mi++) {
+                B.M = Ms[mi];
+                for (int v = 0; v < nvar; v++) {
+                    wna16_gemv_tune(&var[v].t);
+                    res[s][bi][mi][v] = time_calls(run_q, &B, B.nq);
+                    const double gbs = (double)(cb + pb) / (res[s][bi][mi][v] * 1e-3) / 1e9;
+                    printf("sweep %5d->%-5d w%d M=%-2d %-12s %8.2f us %6.0f GB/s %5.1f%%\n", B.K, B.N, bitsv[bi], B.M,
+                           var[v].name, res[s][bi][mi][v] * 1e3, gbs, 100.0 * gbs / copy_gbs);
+                }
+                wna16_gemv_tune(NULL);
+            }
+            unload(&B);
+        }
+        g->free(g, B.x);
+        g->free(g, B.y);
+    }
+    printf("\nsweep summary (GEMV us, graph replay, g128):\n%-12s", "variant");
+    for (int s = 0; s < 3; s++)
+        for (int bi = 0; bi < 2; bi++)
+            for (int mi = 0; mi < 2; mi++)
+                printf(" %c%d/w%d/M%-2d", "abc"[s], s, bitsv[bi], Ms[mi]);
+    printf("\n");
+    for (int v = 0; v < nvar; v++) {
+        printf("%-12s", var[v].name);
+        for (int s = 0; s < 3; s++)
+            for (int bi = 0; bi < 2; bi++)
+                for (int mi = 0; mi < 2; mi++)
+                    printf(" %11.2f", res[s][bi][mi][v] * 1e3);
+        printf("\n");
+    }
+    printf("(a0 = 4096->4096, b1 = 4096->11008, c2 = 11008->4096)\n");
+}
+
+/* For a profiler: 4096->11008 w4g128, 20 GEMV calls at M = 1, then 20 at
+ * M = 16, launched one by one (ncu --launch-skip picks one). */
+static void profile(void)
+{
+    struct bench B = {.K = 4096, .N = 11008, .path = WNA16_GEMV};
+    B.x = dev_rand((size_t)16 * B.K, 1.0f);
+    B.y = g->alloc(g, (size_t)16 * B.N * 2);
+    if (!B.y)
+        die("alloc");
+    load(&B, 4, 128, 0, 0);
+    for (int mi = 0; mi < 2; mi++) {
+        B.M = mi ? 16 : 1;
+        for (int i = 0; i < 20; i++)
+            if (run_q(&B, i % B.nq))
+                die("profile");
+    }
+    cuda_ok(cudaStreamSynchronize(stream), "sync");
+    unload(&B);
+    g->free(g, B.x);
+    g->free(g, B.y);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 1)
-        reps = atoi(argv[1]) > 2 ? atoi(argv[1]) : 3;
+    int do_sweep = 0, do_profile = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "sweep") == 0)
+            do_sweep = 1;
+        else if (strcmp(argv[i], "profile") == 0)
+            do_profile = 1;
+        else
+            reps = atoi(argv[i]) > 2 ? atoi(argv[i]) : 3;
+    }
     if (!llmq_cuda_available()) {
         printf("skipped: no GPU\n");
         return 77;
@@ -222,6 +337,11 @@ int main(int argc, char **argv)
     if (llmq_backend_cuda(&g, 0, LLMQ_F16))
         die("backend");
     stream = (cudaStream_t)llmq_cuda_stream(g);
+    if (do_profile) {
+        profile();
+        g->destroy(g);
+        return 0;
+    }
     struct cudaDeviceProp prop;
     cuda_ok(cudaGetDeviceProperties(&prop, 0), "properties");
     time_t now = time(NULL);
@@ -237,27 +357,31 @@ int main(int argc, char **argv)
     if (!ca.src || !ca.dst)
         die("alloc");
     cuda_ok(cudaMemsetAsync(ca.src, 0x3C, ca.n, stream), "memset"); /* not zeros; a copy ignores values anyway */
+    use_graph = 0;
     float cms = time_calls(run_copy, &ca, 1);
+    use_graph = 1;
     const double copy_gbs = 2.0 * (double)ca.n / (cms * 1e-3) / 1e9;
     printf("copy D2D 1 GiB: %.3f ms, %.0f GB/s (read + write)\n\n", cms, copy_gbs);
     g->free(g, ca.src);
     g->free(g, ca.dst);
+    if (do_sweep) {
+        sweep(copy_gbs);
+        g->destroy(g);
+        return 0;
+    }
 
     static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
     static const struct {
         const char *name;
         int bits, G, act;
     } cfgs[] = {{"w4g128", 4, 128, 0}, {"w4g128act", 4, 128, 1}, {"w8g128", 8, 128, 0}};
-    static const int decode_M[] = {1, 4, 16}, prefill_M[] = {128, 512};
+    enum { NDM = 4 };
+    static const int decode_M[NDM] = {1, 4, 16, 64}, prefill_M[] = {128, 512};
+    char lines[3][3][NDM][160];
 
-    printf("decode (fp16): us per call; GB/s of weight bytes read (codes + scales/zeros) and %% of copy;\n"
-           "gemv = the decode kernel (AUTO's choice here), mma = the first version; cuBLAS on the dense fp16\n"
-           "weight (GB/s of its fp16 bytes); speedup = cuBLAS / gemv\n");
-    printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s %7s | %7s\n", "K->N", "weight", "M", "gemv us", "GB/s", "%copy",
-           "mma us", "cuBLAS", "GB/s", "speedup");
     for (int s = 0; s < 3; s++) {
         struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_AUTO};
-        float td[3] = {0, 0, 0};
+        float td[NDM] = {0};
         char sh[32];
         snprintf(sh, sizeof sh, "%d->%d", B.K, B.N);
         B.x = dev_rand((size_t)512 * B.K, 1.0f);
@@ -268,18 +392,25 @@ int main(int argc, char **argv)
             load(&B, cfgs[c].bits, cfgs[c].G, cfgs[c].act, c == 0);
             size_t cb, pb;
             wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
-            for (int mi = 0; mi < 3; mi++) {
+            for (int mi = 0; mi < NDM; mi++) {
                 B.M = decode_M[mi];
                 B.path = WNA16_GEMV;
                 const float tg = time_calls(run_q, &B, B.nq);
+                use_graph = 0;
+                const float tl = time_calls(run_q, &B, B.nq);
+                use_graph = 1;
                 B.path = WNA16_MMA;
                 const float tm = time_calls(run_q, &B, B.nq);
                 const double gbs = (double)(cb + pb) / (tg * 1e-3) / 1e9;
                 if (c == 0)
                     td[mi] = time_calls(run_dense, &B, B.nd);
                 const double dgbs = (double)B.N * B.K * 2 / (td[mi] * 1e-3) / 1e9;
-                printf("%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f %7.0f | %6.2fx\n", sh, cfgs[c].name, B.M,
-                       tg * 1e3, gbs, 100.0 * gbs / copy_gbs, tm * 1e3, td[mi] * 1e3, dgbs, td[mi] / tg);
+                snprintf(lines[s][c][mi], sizeof lines[s][c][mi],
+                         "%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f | %8.2f %7.0f | %6.2fx", sh, cfgs[c].name,
+                         B.M, tg * 1e3, gbs, 100.0 * gbs / copy_gbs, tl * 1e3, tm * 1e3, td[mi] * 1e3, dgbs,
+                         td[mi] / tg);
+                printf("%s\n", lines[s][c][mi]);
+                fflush(stdout);
             }
             if (c == 0) {
                 /* Prefill on the same weight: MMA, dequantize alone, SCRATCH
@@ -313,6 +444,16 @@ int main(int argc, char **argv)
         g->free(g, B.x);
         g->free(g, B.y);
     }
+    printf("\ndecode (fp16), copy %.0f GB/s: us per call (graph replay); GB/s of weight bytes read (codes +\n"
+           "scales/zeros) and %% of copy; launch = the same calls launched one by one from the host; mma = the\n"
+           "first kernel; cuBLAS on the dense fp16 weight (GB/s of its fp16 bytes); speedup = cuBLAS / gemv\n",
+           copy_gbs);
+    printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s | %8s %7s | %7s\n", "K->N", "weight", "M", "gemv us", "GB/s",
+           "%copy", "launch", "mma us", "cuBLAS", "GB/s", "speedup");
+    for (int s = 0; s < 3; s++)
+        for (int c = 0; c < 3; c++)
+            for (int mi = 0; mi < NDM; mi++)
+                printf("%s\n", lines[s][c][mi]);
     g->destroy(g);
     return 0;
 }

@@ -437,13 +437,41 @@ int main(int argc, char **argv)
                         cfg c = {rtn, 0, ki ? 172 : 64, 64, bits, groups[gi], sym, act, v2};
                         run_case(f16, c, Ms, 5, mma, 2, idx % 4 == 0);
                     }
+    /* The GEMV kernel's other code paths, under several tunings (default;
+     * a one-stage ring refilled per stage; one K slice, no cluster, no PDL;
+     * the deepest split; a 3-slice cluster with W rounded before the mma;
+     * scales by ordinary loads with a deep ring; round 1's configuration):
+     * a short last tile group (N = 200, 40, 52: not multiples of 64), K not
+     * a multiple of the chunk (1000, 172), M across the 8- and 16-row tiles. */
+    static const wna16_gemv_tuning tunes[] = {
+        {0, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 0}, {1, 0, 0, 1, 0, 0}, {8, 64, 1, 0, 0, 0},
+        {3, 0, 2, 1, 1, 0}, {0, 0, 8, 0, 0, 1}, {0, 0, 8, 0, 1, 1},
+    };
+    static const int gemv_only[] = {WNA16_GEMV};
+    for (int ti = 0; ti < (int)(sizeof tunes / sizeof tunes[0]); ti++) {
+        const wna16_gemv_tuning *tu = &tunes[ti];
+        printf("-- gemv tuning: ksplit_max %d, blocks_per_sm %d, stages_max %d, no_pdl %d, exact_dequant %d, "
+               "meta_loads %d\n",
+               tu->ksplit_max, tu->blocks_per_sm, tu->stages_max, tu->no_pdl, tu->exact_dequant, tu->meta_loads);
+        wna16_gemv_tune(tu);
+        run_case(f16, (cfg){0, 0, 1000, 200, 4, 128, 1, 0, 0}, (const int[]){1, 9, 16, 33}, 4, gemv_only, 1, 0);
+        run_case(f16, (cfg){1, 0, 512, 40, 4, 64, 0, 1, 1}, (const int[]){1, 5}, 2, gemv_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 172, 52, 8, 32, 0, 1, 0}, (const int[]){2, 16}, 2, gemv_only, 1, 0);
+        if (!small) {
+            run_case(bf16, (cfg){0, 0, 4096, 200, 4, 32, 0, 1, 1}, (const int[]){1, 12}, 2, gemv_only, 1, 0);
+            run_case(f16, (cfg){0, 0, 4096, 4096, 8, 128, 1, 0, 0}, (const int[]){1, 16}, 2, gemv_only, 1, 0);
+            run_case(f16, (cfg){1, 0, 4096, 11008, 4, 128, 1, 1, 0}, (const int[]){1}, 1, gemv_only, 1, 0);
+        }
+    }
+    wna16_gemv_tune(NULL);
     if (small)
         goto seams;
     /* One thin and one deep extreme. */
     run_case(f16, (cfg){0, 0, 64, 11008, 4, 32, 0, 1, 1}, (const int[]){1, 8, 17}, 3, mma, 2, 1);
     run_case(f16, (cfg){0, 0, 11008, 64, 8, 128, 1, 1, 0}, (const int[]){1, 17}, 2, mma, 2, 1);
-    /* Groups of 16 over K = 8192: the tile's scales overflow the GEMV
-     * kernel's shared memory; AUTO must fall back to the MMA kernel. */
+    /* Groups of 16 over K = 8192, act-order: 64 groups per K slice of the
+     * GEMV kernel (AUTO takes it while the slice's scales fit its shared
+     * memory, else the MMA kernel). */
     run_case(f16, (cfg){0, 0, 8192, 64, 4, 16, 0, 1, 1}, (const int[]){1, 5}, 2, autop, 1, 0);
 
     /* 7B shapes, fp16. */

@@ -1,0 +1,206 @@
+/* The CUDA real-quant linears of src/qlinear.h: adapters from the runner's
+ * linear seam to the kernels of wna16.cu (W4A16 / W8A16), nf4_gemv.cu and
+ * w8a8.cu. Weights arrive as host arrays (unpacked checkpoint) and are
+ * uploaded here in each kernel's layout. */
+#include "kernels/cuda_common.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "kernels/nf4_gemv.h"
+#include "kernels/w8a8.h"
+#include "kernels/wna16.h"
+#include "quant/pack.h"
+#include "src/qlinear.h"
+}
+
+static cuda_ctx *cctx(llmq_backend *b) { return (cuda_ctx *)b->impl; }
+
+/* ---- W4A16 / W8A16: the GPTQ v2 packing wna16_prepare reads (with a
+ * partly filled last word where K or N is not a multiple of 32/bits) ---- */
+
+extern "C" int qlinear_int_cuda(llmq_linear *lin, llmq_backend *b, const llmq_qweight *q, const qdense *scratch)
+{
+    const int K = q->in, N = q->out, ng = q->ngroups, pf = 32 / q->bits;
+    const size_t rows = (size_t)(K + pf - 1) / pf, zcols = (size_t)(N + pf - 1) / pf;
+    int32_t *qweight = (int32_t *)malloc(rows * N * 4), *qzeros = (int32_t *)malloc(ng * zcols * 4);
+    uint16_t *scales = (uint16_t *)malloc((size_t)ng * N * 2);
+    uint8_t *col = (uint8_t *)malloc((size_t)(K > N ? K : N));
+    int rc = -1;
+    wna16_weight *w = NULL;
+    if (!qweight || !qzeros || !scales || !col) {
+        llmq_fail("out of memory");
+        goto done;
+    }
+    for (int n = 0; n < N; n++) { /* column n of qweight: q[n, 0..K) along K */
+        pack_bits(q->q + (size_t)n * K, K, q->bits, (uint32_t *)qweight + n, N);
+    }
+    for (int g = 0; g < ng; g++) {
+        for (int n = 0; n < N; n++) {
+            float z = q->zeros[(size_t)g * N + n];
+            if (z < 0 || z > (1 << q->bits) - 1 || z != (float)(int)z) {
+                llmq_fail("zero point %g of group %d, channel %d is not a %d-bit integer", z, g, n, q->bits);
+                goto done;
+            }
+            col[n] = (uint8_t)z;
+        }
+        pack_bits(col, N, q->bits, (uint32_t *)qzeros + g * zcols, 1);
+    }
+    gptq_pack_scales(q, scales);
+    if (wna16_prepare(&w, b, qweight, qzeros, scales, q->g_idx, q->in, q->out, q->bits, 1))
+        goto done;
+    if (scratch && scratch->p)
+        wna16_set_scratch(w, scratch->p, scratch->bytes); /* AUTO: GEMV for decode, dequant + cuBLAS beyond */
+    lin->ctx = w, lin->forward = wna16_forward, lin->free_ctx = wna16_free_ctx;
+    rc = 0;
+done:
+    free(qweight), free(qzeros), free(scales), free(col);
+    return rc;
+}
+
+/* ---- NF4 ---- */
+
+/* The GEMV kernel takes up to this many rows per launch. */
+enum { NF4_ROWS = 8 };
+
+typedef struct {
+    llmq_nf4_gpu w;
+    qdense scratch;
+} nf4_lin;
+
+static int nf4_forward(llmq_linear *lin, llmq_backend *b, void *y, const void *x, int rows)
+{
+    nf4_lin *L = (nf4_lin *)lin->ctx;
+    const llmq_nf4_gpu *w = &L->w;
+    size_t es = llmq_dtype_size(b->dt);
+    /* Decode batches of up to 8 rows take one pass over the weight. Longer
+     * inputs dequantize into the shared scratch and run cuBLAS (one pass
+     * over a dense W instead of one per 8 rows); without a scratch, the
+     * GEMV repeats per 8 rows. */
+    if (rows > NF4_ROWS && L->scratch.p && L->scratch.bytes >= (size_t)lin->out * lin->in * es)
+        return llmq_nf4_dequant(cctx(b)->stream, b->dt, L->scratch.p, w) ||
+               b->linear(b, y, x, L->scratch.p, lin->bias, rows, lin->in, lin->out);
+    for (int r0 = 0; r0 < rows; r0 += NF4_ROWS) {
+        int m = rows - r0 < NF4_ROWS ? rows - r0 : NF4_ROWS;
+        if (llmq_nf4_gemv(cctx(b)->stream, b->dt, (char *)y + (size_t)r0 * lin->out * es,
+                          (const char *)x + (size_t)r0 * lin->in * es, w, m))
+            return -1;
+    }
+    if (lin->bias && cuda_add_bias(cctx(b), b->dt, y, lin->bias, rows, lin->out))
+        return -1;
+    return 0;
+}
+
+static void nf4_free_ctx(llmq_linear *lin, llmq_backend *b)
+{
+    (void)b;
+    nf4_lin *L = (nf4_lin *)lin->ctx;
+    if (L)
+        llmq_nf4_gpu_free(&L->w);
+    free(L);
+    lin->ctx = NULL;
+}
+
+extern "C" int qlinear_nf4_cuda(llmq_linear *lin, llmq_backend *b, const llmq_nf4 *q, const qdense *scratch)
+{
+    (void)b;
+    nf4_lin *L = (nf4_lin *)calloc(1, sizeof *L);
+    if (!L)
+        return llmq_fail("out of memory");
+    if (llmq_nf4_gpu_upload(&L->w, q, lin->out, lin->in)) {
+        free(L);
+        return -1;
+    }
+    if (scratch)
+        L->scratch = *scratch;
+    lin->ctx = L, lin->forward = nf4_forward, lin->free_ctx = nf4_free_ctx;
+    return 0;
+}
+
+/* ---- W8A8 ---- */
+
+/* One cuBLASLt context (handle, workspace, int32 scratch) serves every
+ * linear: kept in the qact they share, created by the first. */
+struct w8a8_gpu {
+    qact *a;
+    int8_t *wq;  /* [out, in] */
+    float *s_ch; /* [out] */
+};
+
+static llmq_w8a8_ctx **gemm_of(qact *a) { return (llmq_w8a8_ctx **)&a->impl; }
+
+static int w8a8_forward(llmq_linear *lin, llmq_backend *b, void *y, const void *x, int rows)
+{
+    w8a8_gpu *g = (w8a8_gpu *)lin->ctx;
+    qact *a = g->a;
+    cuda_ctx *c = cctx(b);
+    if (a->src != x || a->rows != rows || a->cols != lin->in) {
+        if (rows > a->max_rows || lin->in > a->max_cols)
+            return llmq_fail("int8 activations: %d x %d exceed the %d x %d allocated", rows, lin->in, a->max_rows,
+                             a->max_cols);
+        if (llmq_quant_per_token(c->stream, b->dt, a->q, a->s, x, rows, lin->in))
+            return -1;
+        a->src = x, a->rows = rows, a->cols = lin->in;
+    }
+    if (llmq_w8a8_gemm(*gemm_of(a), b->dt, y, a->q, a->s, g->wq, g->s_ch, rows, lin->out, lin->in))
+        return -1;
+    if (lin->bias && cuda_add_bias(c, b->dt, y, lin->bias, rows, lin->out))
+        return -1;
+    return 0;
+}
+
+static void w8a8_free_ctx(llmq_linear *lin, llmq_backend *b)
+{
+    w8a8_gpu *g = (w8a8_gpu *)lin->ctx;
+    if (g) {
+        if (g->wq)
+            b->free(b, g->wq);
+        if (g->s_ch)
+            b->free(b, g->s_ch);
+    }
+    free(g);
+    lin->ctx = NULL;
+}
+
+extern "C" int qlinear_w8a8_cuda(llmq_linear *lin, llmq_backend *b, const int8_t *wq, const float *s_ch, qact *a)
+{
+    if (!*gemm_of(a) && llmq_w8a8_create(gemm_of(a), cctx(b)->stream))
+        return -1;
+    w8a8_gpu *g = (w8a8_gpu *)calloc(1, sizeof *g);
+    if (!g)
+        return llmq_fail("out of memory");
+    size_t n = (size_t)lin->out * lin->in;
+    g->a = a;
+    if (!(g->wq = (int8_t *)b->alloc(b, n)) || !(g->s_ch = (float *)b->alloc(b, (size_t)lin->out * 4)) ||
+        b->upload_bytes(b, g->wq, wq, n) || b->upload_bytes(b, g->s_ch, s_ch, (size_t)lin->out * 4) || b->sync(b)) {
+        lin->ctx = g;
+        w8a8_free_ctx(lin, b);
+        return -1;
+    }
+    lin->ctx = g, lin->forward = w8a8_forward, lin->free_ctx = w8a8_free_ctx;
+    return 0;
+}
+
+extern "C" void qact_release_cuda(qact *a)
+{
+    llmq_w8a8_destroy(*gemm_of(a));
+    a->impl = NULL;
+}
+
+extern "C" int qact_norm_cuda(qact *a, llmq_backend *b, void *out, void *x, const void *delta, const void *w, int rows,
+                              int dim, float eps)
+{
+    if (llmq_rmsnorm_quant(cctx(b)->stream, b->dt, a->q, a->s, x, delta, w, rows, dim, eps))
+        return -1;
+    a->src = out, a->rows = rows, a->cols = dim;
+    return 0;
+}
+
+extern "C" int qact_act_cuda(qact *a, llmq_backend *b, void *out, const void *gate, const void *up, int rows, int cols)
+{
+    if (llmq_silu_mul_quant(cctx(b)->stream, b->dt, a->q, a->s, gate, up, cols, rows, cols))
+        return -1;
+    a->src = out, a->rows = rows, a->cols = cols;
+    return 0;
+}

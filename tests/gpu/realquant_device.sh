@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 5 on the GPU machine: the real-quant kernels and KV cache against
+# their C references, real-quant vs fake-quant perplexity on stories260K,
+# and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
+# Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
+# PART: checks | 7b | all (default). Results: OUT_DIR/summary.txt.
+set -uo pipefail
+B=$(realpath "$1"); OUT=$2; PART=${3:-all}
+mkdir -p "$OUT"
+export LLMQ_TEST_DATA=$PWD/tests/data LLMQ_BUILD=$B
+D=$LLMQ_TEST_DATA; WK=$D/text/wikitext2/wiki.test.raw; EV=$D/text/tinystories/eval.txt
+S=$OUT/summary.txt
+say() { echo "$*" | tee -a "$S"; }
+step() { # name cmd...: run, keep the log, record rc and the last lines
+  local name=$1; shift
+  local t0=$(date +%s.%N)
+  "$@" > "$OUT/$name.log" 2>&1; local rc=$?
+  say "== $name: rc=$rc ($(awk -v a=$t0 -v b=$(date +%s.%N) 'BEGIN{printf "%.1f", b-a}') s)"
+  tail -n ${TAIL:-3} "$OUT/$name.log" | tee -a "$S"
+}
+say "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null) date: $(date -u +%F) commit: $(git rev-parse --short HEAD 2>/dev/null)"
+if [ "$PART" != 7b ]; then
+  for k in kv_cache wna16 w8a8 nf4_gemv; do TAIL=2 step test_$k "$B/tests/test_$k"; done
+  step forward_cuda "$B/tests/test_forward_cuda" "$D/models/stories260K" "$EV" 512 16
+  TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 LLMQ_REAL_FLAGS=--kernels-only step realquant_e2e_kernels_only bash tests/e2e/realquant.sh
+  TAIL=30 step bench_kv_cache "$B/tests/bench_kv_cache"
+  TAIL=40 step bench_wna16 "$B/tests/bench_wna16"
+fi
+[ "$PART" = checks ] && exit 0
+# Llama-2-7B shapes, random fp16 weights; RTN checkpoints of it.
+S7=/tmp/s7b
+[ -f $S7/config.json ] || step synth_7b "$B/tests/make_synth_model" --out $S7 --preset 7b --tokenizer "$D/tokenizers/llama-spm" --quiet
+[ -f $S7-w4/config.json ] || step rtn_w4g128 "$B/llmq-gptq" --model $S7 --method rtn --bits 4 --group 128 -o $S7-w4 --force --quiet --device cuda
+[ -f $S7-w8/config.json ] || step rtn_w8 "$B/llmq-gptq" --model $S7 --method rtn --bits 8 --group -1 -o $S7-w8 --force --quiet --device cuda
+[ -f $S7-nf4/config.json ] || step nf4 "$B/llmq-gptq" --model $S7 --method nf4 --format llmq -o $S7-nf4 --force --quiet --device cuda
+DEC="--text $WK --decode --device cuda --dtype f16 --quiet"
+TAIL=6 step decode_fp16 "$B/llmq-eval" --model $S7 $DEC --decode-batch 1,4,16,64 --prompt 128 --steps 64
+TAIL=6 step decode_w8a16 "$B/llmq-eval" --model $S7-w8 --real $DEC --decode-batch 1,4,16,64 --prompt 128 --steps 64
+TAIL=6 step decode_w4a16 "$B/llmq-eval" --model $S7-w4 --real $DEC --decode-batch 1,4,16,64 --prompt 128 --steps 64
+TAIL=6 step decode_nf4 "$B/llmq-eval" --model $S7-nf4 --real $DEC --decode-batch 1,4,16,64 --prompt 128 --steps 64
+# Long contexts, where the cache dominates the bytes a step reads.
+# (--real on the float model: float weights with the real int8 cache.)
+LONG="--decode-batch 16,64 --prompt 1024 --steps 32"
+TAIL=4 step decode_fp16_long_kv_float "$B/llmq-eval" --model $S7 $DEC $LONG
+TAIL=4 step decode_fp16_long_kv_int8 "$B/llmq-eval" --model $S7 --real --kv int8 $DEC $LONG
+for kv in float int8; do
+  TAIL=4 step decode_w4a16_long_kv_$kv "$B/llmq-eval" --model $S7-w4 --real --kv $kv $DEC $LONG
+done
+# Prefill: W8A8 vs fp16 end to end (llmq-eval tokens/s, ctx 2048).
+PF="--text $WK --ctx 2048 --max-windows 32 --batch 4 --device cuda --dtype f16 --json --quiet"
+step prefill_fp16 "$B/llmq-eval" --model $S7 $PF
+step prefill_w8a8 "$B/llmq-eval" --model $S7 --real --w8a8 $PF
+step prefill_w4a16 "$B/llmq-eval" --model $S7-w4 --real $PF
+say "done"
