@@ -3,7 +3,7 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | 7b | all (default). Results: OUT_DIR/summary.txt.
+# PART: checks | bench | 7b | all (default). Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
 mkdir -p "$OUT"
@@ -19,15 +19,17 @@ step() { # name cmd...: run, keep the log, record rc and the last lines
   tail -n ${TAIL:-3} "$OUT/$name.log" | tee -a "$S"
 }
 say "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null) date: $(date -u +%F) commit: $(git rev-parse --short HEAD 2>/dev/null)"
-if [ "$PART" != 7b ]; then
+if [ "$PART" = checks ] || [ "$PART" = all ]; then
   for k in kv_cache wna16 w8a8 nf4_gemv; do TAIL=2 step test_$k "$B/tests/test_$k"; done
   step forward_cuda "$B/tests/test_forward_cuda" "$D/models/stories260K" "$EV" 512 16
   TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+fi
+if [ "$PART" = bench ] || [ "$PART" = all ]; then
   TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 LLMQ_REAL_FLAGS=--kernels-only step realquant_e2e_kernels_only bash tests/e2e/realquant.sh
   TAIL=30 step bench_kv_cache "$B/tests/bench_kv_cache"
   TAIL=40 step bench_wna16 "$B/tests/bench_wna16"
 fi
-[ "$PART" = checks ] && exit 0
+[ "$PART" = checks ] || [ "$PART" = bench ] && exit 0
 # Llama-2-7B shapes, random fp16 weights; RTN checkpoints of it.
 S7=/tmp/s7b
 [ -f $S7/config.json ] || step synth_7b "$B/tests/make_synth_model" --out $S7 --preset 7b --tokenizer "$D/tokenizers/llama-spm" --quiet
