@@ -185,7 +185,13 @@ static int cu_rmsnorm(llmq_backend *b, void *out, const void *x, const void *w, 
 
 static int cu_rope(llmq_backend *b, void *x, const float *cos_sin, int rows, int seq, int n_heads, int head_dim)
 {
-    return cuda_rope(ctx(b), b->dt, x, cos_sin, rows, seq, n_heads, head_dim);
+    return cuda_rope(ctx(b), b->dt, x, cos_sin, rows, seq, n_heads, head_dim, NULL);
+}
+
+static int cu_rope_at(llmq_backend *b, void *x, const float *cos_sin, const int32_t *pos_dev, int rows, int seq,
+                      int n_heads, int head_dim)
+{
+    return cuda_rope(ctx(b), b->dt, x, cos_sin, rows, seq, n_heads, head_dim, pos_dev);
 }
 
 static int cu_attention(llmq_backend *b, void *out, const void *q, const void *k, const void *v, int batch, int seq,
@@ -228,16 +234,52 @@ static int cu_fq_per_token(llmq_backend *b, void *x, int rows, int cols, int qma
 }
 
 static int cu_kv_store(llmq_backend *b, void *cache, float *scales, const void *x, int batch, int n, int pos, int cap,
-                       int n_kv, int head_dim, int kv8)
+                       int n_kv, int head_dim, int kv8, const int32_t *pos_dev)
 {
-    return cuda_kv_store(ctx(b), b->dt, cache, scales, x, batch, n, pos, cap, n_kv, head_dim, kv8);
+    return cuda_kv_store(ctx(b), b->dt, cache, scales, x, batch, n, pos, cap, n_kv, head_dim, kv8, pos_dev);
 }
 
 static int cu_attention_kv(llmq_backend *b, void *out, const void *q, const void *kc, const float *ks, const void *vc,
                            const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv, int head_dim,
-                           int kv8)
+                           int kv8, const int32_t *pos_dev)
 {
-    return cuda_attention_kv(ctx(b), b->dt, out, q, kc, ks, vc, vs, batch, n, pos, cap, n_heads, n_kv, head_dim, kv8);
+    return cuda_attention_kv(ctx(b), b->dt, out, q, kc, ks, vc, vs, batch, n, pos, cap, n_heads, n_kv, head_dim, kv8,
+                             pos_dev);
+}
+
+/* ---- CUDA graphs: stream capture on the backend's stream ---- */
+
+static int cu_graph_begin(llmq_backend *b)
+{
+    CUDA_TRY(cudaStreamBeginCapture(ctx(b)->stream, cudaStreamCaptureModeThreadLocal));
+    return 0;
+}
+
+static int cu_graph_end(llmq_backend *b, void **graph)
+{
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t exec = NULL;
+    *graph = NULL;
+    CUDA_TRY(cudaStreamEndCapture(ctx(b)->stream, &g));
+    cudaError_t err = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    if (err != cudaSuccess)
+        return llmq_fail("cudaGraphInstantiate: %s", cudaGetErrorString(err));
+    *graph = exec;
+    return 0;
+}
+
+static int cu_graph_launch(llmq_backend *b, void *graph)
+{
+    CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)graph, ctx(b)->stream));
+    return 0;
+}
+
+static void cu_graph_free(llmq_backend *b, void *graph)
+{
+    (void)b;
+    if (graph)
+        cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
 /* ---- lifetime ---- */
@@ -398,6 +440,11 @@ extern "C" int llmq_backend_cuda(llmq_backend **out, int device, llmq_dtype dt)
     b->fq_tensor = cu_fq_tensor;
     b->kv_store = cu_kv_store;
     b->attention_kv = cu_attention_kv;
+    b->rope_at = cu_rope_at;
+    b->graph_begin = cu_graph_begin;
+    b->graph_end = cu_graph_end;
+    b->graph_launch = cu_graph_launch;
+    b->graph_free = cu_graph_free;
     b->destroy = cu_destroy;
     *out = b;
     return 0;

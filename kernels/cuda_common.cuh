@@ -192,7 +192,7 @@ int cuda_rmsnorm(cuda_ctx *c, llmq_dtype dt, void *out, const void *x, const voi
 
 /* rope.cu */
 int cuda_rope(cuda_ctx *c, llmq_dtype dt, void *x, const float *cos_sin, int rows, int seq, int n_heads,
-              int head_dim);
+              int head_dim, const int32_t *pos_dev);
 
 /* attention.cu */
 int cuda_attention(cuda_ctx *c, llmq_dtype dt, void *out, const void *q, const void *k, const void *v, int batch,
@@ -213,9 +213,9 @@ int cuda_fq_tensor(cuda_ctx *c, llmq_dtype dt, void *x, size_t n, float scale, i
 
 /* kv_cache.cu: src/backend.h's kv_store and attention_kv (dt or int8 caches). */
 int cuda_kv_store(cuda_ctx *c, llmq_dtype dt, void *cache, float *scales, const void *x, int batch, int n, int pos,
-                  int cap, int n_kv, int head_dim, int kv8);
+                  int cap, int n_kv, int head_dim, int kv8, const int32_t *pos_dev);
 int cuda_attention_kv(cuda_ctx *c, llmq_dtype dt, void *out, const void *q, const void *kc, const float *ks,
                       const void *vc, const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv,
-                      int head_dim, int kv8);
+                      int head_dim, int kv8, const int32_t *pos_dev);
 
 #endif

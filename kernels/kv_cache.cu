@@ -42,8 +42,10 @@ constexpr int ST_WARPS = 4; /* kv heads per store block, a warp each */
 template <typename T, bool KV8>
 __global__ void __launch_bounds__(ST_WARPS * 32)
     kv_store_kernel(void *__restrict__ cache, float *__restrict__ scales, const T *__restrict__ x, int n, int pos,
-                    int cap, int n_kv, int hd)
+                    int cap, int n_kv, int hd, const int32_t *__restrict__ pos_dev)
 {
+    if (pos_dev)
+        pos = *pos_dev;
     const int row = blockIdx.x, lane = threadIdx.x & 31;
     const int h = blockIdx.y * ST_WARPS + (threadIdx.x >> 5);
     if (h >= n_kv) /* a whole warp; no block barriers below */
@@ -93,6 +95,7 @@ struct AttnArgs {
     const void *q, *kc, *vc;
     const float *ks, *vs; /* int8 scales, [batch, cap, n_kv] */
     int n, pos, cap, n_heads, n_kv, hd;
+    const int32_t *pos_dev; /* when set, the position is read here (graph replays) */
     int group;    /* n_heads / n_kv */
     int rows;     /* n * group query rows per (sequence, kv head) */
     int tiles;    /* ceil(rows / RB) */
@@ -222,6 +225,7 @@ __global__ void __launch_bounds__(AK_THREADS, ak_min_blocks(KV8, E, VEC, RB, (in
     const int C = (int)cl.num_blocks(), rank = (int)cl.block_rank();
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int pos = a.pos_dev ? *a.pos_dev : a.pos;
     const int hd = a.hd, lpk = 1 << a.lpk_log2, G = 32 >> a.lpk_log2; /* G keys per warp step */
     const int g = lane >> a.lpk_log2, ch = lane & (lpk - 1);
     const bool chunk_ok = ch < a.nchunks;
@@ -236,7 +240,7 @@ __global__ void __launch_bounds__(AK_THREADS, ak_min_blocks(KV8, E, VEC, RB, (in
         const int gr = tile * RB + r;
         const bool valid = gr < a.rows;
         const int i = valid ? gr / a.group : 0, h = kvh * a.group + (valid ? gr % a.group : 0);
-        lim[r] = valid ? a.pos + i : -1;
+        lim[r] = valid ? pos + i : -1;
         const T *qp = (const T *)a.q + ((size_t)seq * a.n + i) * qdim + (size_t)h * hd + ch * E;
 #pragma unroll
         for (int e = 0; e < E; e++)
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(AK_THREADS, ak_min_blocks(KV8, E, VEC, RB, (in
 
     /* Keys 0 .. pos + (last query of the tile), split over the cluster. */
     const int last = min(a.rows, (tile + 1) * RB) - 1;
-    const int len = a.pos + last / a.group + 1;
+    const int len = pos + last / a.group + 1;
     const int per = (len + C - 1) / C;
     const int kb = rank * per, ke = min(len, kb + per);
 
@@ -546,7 +550,7 @@ int check_shape(const char *op, int n_kv, int head_dim)
 } // namespace
 
 int cuda_kv_store(cuda_ctx *c, llmq_dtype dt, void *cache, float *scales, const void *x, int batch, int n, int pos,
-                  int cap, int n_kv, int head_dim, int kv8)
+                  int cap, int n_kv, int head_dim, int kv8, const int32_t *pos_dev)
 {
     if (pos < 0 || n < 1 || pos + n > cap)
         return llmq_fail("kv_store: positions %d..%d outside a cache of %d", pos, pos + n - 1, cap);
@@ -562,10 +566,10 @@ int cuda_kv_store(cuda_ctx *c, llmq_dtype dt, void *cache, float *scales, const 
     DISPATCH_DT(dt, "kv_store", {
         if (kv8)
             kv_store_kernel<T, true><<<grid, ST_WARPS * 32, 0, c->stream>>>(cache, scales, (const T *)x, n, pos, cap,
-                                                                           n_kv, head_dim);
+                                                                           n_kv, head_dim, pos_dev);
         else
             kv_store_kernel<T, false><<<grid, ST_WARPS * 32, 0, c->stream>>>(cache, scales, (const T *)x, n, pos,
-                                                                            cap, n_kv, head_dim);
+                                                                            cap, n_kv, head_dim, pos_dev);
         LAUNCH_CHECK("kv_store");
     });
     return 0;
@@ -573,7 +577,7 @@ int cuda_kv_store(cuda_ctx *c, llmq_dtype dt, void *cache, float *scales, const 
 
 int cuda_attention_kv(cuda_ctx *c, llmq_dtype dt, void *out, const void *q, const void *kc, const float *ks,
                       const void *vc, const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv,
-                      int head_dim, int kv8)
+                      int head_dim, int kv8, const int32_t *pos_dev)
 {
     if (pos < 0 || pos + n > cap)
         return llmq_fail("attention_kv: positions %d..%d outside a cache of %d", pos, pos + n - 1, cap);
@@ -600,6 +604,7 @@ int cuda_attention_kv(cuda_ctx *c, llmq_dtype dt, void *out, const void *q, cons
     a.vs = vs;
     a.n = n;
     a.pos = pos;
+    a.pos_dev = pos_dev;
     a.cap = cap;
     a.n_heads = n_heads;
     a.n_kv = n_kv;

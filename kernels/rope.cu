@@ -20,11 +20,13 @@ template <typename T> __device__ __forceinline__ void rotate(T &a, T &b, float c
 }
 
 template <typename T, bool VEC>
-__global__ void rope_kernel(T *x, const float *__restrict__ cos_sin, int seq, int n_heads, int head_dim)
+__global__ void rope_kernel(T *x, const float *__restrict__ cos_sin, int seq, int n_heads, int head_dim,
+                            const int32_t *__restrict__ pos_dev)
 {
     constexpr int N = VEC ? Vec16<T>::N : 1;
     const int half = head_dim / 2, per_head = half / N;
-    const float *cs = cos_sin + (size_t)(blockIdx.x % seq) * head_dim;
+    const int pos = (pos_dev ? *pos_dev : 0) + (int)(blockIdx.x % seq);
+    const float *cs = cos_sin + (size_t)pos * head_dim;
     T *row = x + (size_t)blockIdx.x * n_heads * head_dim;
     for (int u = threadIdx.x; u < n_heads * per_head; u += blockDim.x) {
         const int h = u / per_head, i = (u - h * per_head) * N;
@@ -49,7 +51,7 @@ __global__ void rope_kernel(T *x, const float *__restrict__ cos_sin, int seq, in
 }
 
 int cuda_rope(cuda_ctx *c, llmq_dtype dt, void *x, const float *cos_sin, int rows, int seq, int n_heads,
-              int head_dim)
+              int head_dim, const int32_t *pos_dev)
 {
     if (rows <= 0 || n_heads <= 0 || head_dim < 2)
         return 0;
@@ -61,9 +63,9 @@ int cuda_rope(cuda_ctx *c, llmq_dtype dt, void *x, const float *cos_sin, int row
         const int units = n_heads * (head_dim / 2) / (vec ? N : 1);
         const int threads = units >= 256 ? 256 : (units + 31) / 32 * 32;
         if (vec)
-            rope_kernel<T, true><<<rows, threads, 0, c->stream>>>((T *)x, cos_sin, seq, n_heads, head_dim);
+            rope_kernel<T, true><<<rows, threads, 0, c->stream>>>((T *)x, cos_sin, seq, n_heads, head_dim, pos_dev);
         else
-            rope_kernel<T, false><<<rows, threads, 0, c->stream>>>((T *)x, cos_sin, seq, n_heads, head_dim);
+            rope_kernel<T, false><<<rows, threads, 0, c->stream>>>((T *)x, cos_sin, seq, n_heads, head_dim, pos_dev);
         LAUNCH_CHECK("rope");
     });
     return 0;

@@ -103,11 +103,15 @@ struct llmq_backend {
      * head_dim values, q = rint(x / s) (half to even) clamped to +-127 --
      * the grid of fq_per_token(qmax 127) over rows of head_dim values, so the
      * fake-quant path (fq_per_token on k and v) and the int8 cache hold the
-     * same numbers. `scales` is NULL / unused without kv8. */
+     * same numbers. `scales` is NULL / unused without kv8.
+     * pos_dev: NULL, or an int32 in backend memory holding the position,
+     * read when the work executes (a replayed CUDA graph advances without
+     * new launches); pos must then equal it when the call is made, and the
+     * caller keeps every later position inside the cache. */
     /* Write x [batch*n, n_kv*head_dim] (n new rows per sequence, sequence-
      * major) to positions pos..pos+n-1 of every sequence; pos + n <= cap. */
     int (*kv_store)(llmq_backend *b, void *cache, float *scales, const void *x, int batch, int n, int pos, int cap,
-                    int n_kv, int head_dim, int kv8);
+                    int n_kv, int head_dim, int kv8, const int32_t *pos_dev);
     /* Attention of q [batch*n, n_heads*head_dim] (query i of a sequence at
      * position pos+i) over positions 0..pos+i of its sequence's caches kc/vc
      * (GQA as in attention). Scale 1/sqrt(head_dim); scores, softmax and the
@@ -115,7 +119,22 @@ struct llmq_backend {
      * as they are read. out like q, in dt. */
     int (*attention_kv)(llmq_backend *b, void *out, const void *q, const void *kc, const float *ks, const void *vc,
                         const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv, int head_dim,
-                        int kv8);
+                        int kv8, const int32_t *pos_dev);
+    /* rope with the position of row r = *pos_dev + r % seq, *pos_dev an
+     * int32 in backend memory read when the work executes. */
+    int (*rope_at)(llmq_backend *b, void *x, const float *cos_sin, const int32_t *pos_dev, int rows, int seq,
+                   int n_heads, int head_dim);
+
+    /* ---- CUDA graphs (NULL on backends without them) ----
+     * graph_begin: the backend's following operations are recorded, not
+     * run, until graph_end returns them as a graph; graph_launch runs it
+     * (the recorded operations with the same arguments, in order). Used for
+     * decode steps, whose hundreds of small launches cost more host time
+     * than the GPU takes. */
+    int (*graph_begin)(llmq_backend *b);
+    int (*graph_end)(llmq_backend *b, void **graph);
+    int (*graph_launch)(llmq_backend *b, void *graph);
+    void (*graph_free)(llmq_backend *b, void *graph);
 
     void (*destroy)(llmq_backend *b);
 };

@@ -305,9 +305,11 @@ static void kv_quant_row(const float *x, int n_kv, int hd, int8_t *q, float *sca
 }
 
 static int cpu_kv_store(llmq_backend *b, void *cache, float *scales, const void *x, int batch, int n, int pos, int cap,
-                        int n_kv, int head_dim, int kv8)
+                        int n_kv, int head_dim, int kv8, const int32_t *pos_dev)
 {
     (void)b;
+    if (pos_dev)
+        pos = *pos_dev;
     if (pos < 0 || n < 1 || pos + n > cap)
         return llmq_fail("kv_store: positions %d..%d outside a cache of %d", pos, pos + n - 1, cap);
     size_t kvdim = (size_t)n_kv * head_dim;
@@ -332,9 +334,11 @@ static inline float kv_at(const void *c, const float *sc, int kv8, size_t slot, 
 
 static int cpu_attention_kv(llmq_backend *b, void *out, const void *q, const void *kc, const float *ks, const void *vc,
                             const float *vs, int batch, int n, int pos, int cap, int n_heads, int n_kv, int head_dim,
-                            int kv8)
+                            int kv8, const int32_t *pos_dev)
 {
     (void)b;
+    if (pos_dev)
+        pos = *pos_dev;
     if (pos < 0 || pos + n > cap)
         return llmq_fail("attention_kv: positions %d..%d outside a cache of %d", pos, pos + n - 1, cap);
     const int qdim = n_heads * head_dim, group = n_heads / n_kv;
@@ -371,6 +375,12 @@ static int cpu_attention_kv(llmq_backend *b, void *out, const void *q, const voi
     return 0;
 }
 
+static int cpu_rope_at(llmq_backend *b, void *x, const float *cos_sin, const int32_t *pos_dev, int rows, int seq,
+                       int n_heads, int head_dim)
+{
+    return cpu_rope(b, x, cos_sin + (size_t)*pos_dev * head_dim, rows, seq, n_heads, head_dim);
+}
+
 static void cpu_destroy(llmq_backend *b) { free(b); }
 
 int llmq_backend_cpu(llmq_backend **out)
@@ -402,6 +412,7 @@ int llmq_backend_cpu(llmq_backend **out)
     b->fq_tensor = cpu_fq_tensor;
     b->kv_store = cpu_kv_store;
     b->attention_kv = cpu_attention_kv;
+    b->rope_at = cpu_rope_at;
     b->destroy = cpu_destroy;
     *out = b;
     return 0;

@@ -40,6 +40,12 @@ struct llmq_model {
     float **cks, **cvs;
     int cache_batch, cache_cap;
     void *step_x; /* hidden state of one step, [max_rows, hidden] */
+    /* Decode steps as a CUDA graph: the layers of an n = 1 step recorded
+     * once (at the second such step, after one eager run) and replayed;
+     * the position comes from pos_dev, written before each replay. */
+    int use_graphs, graph_warm;
+    void *graph;
+    int32_t *pos_dev;
 };
 
 /* Where one chunk's keys and values go: kc == NULL means nowhere (attention
@@ -49,6 +55,7 @@ typedef struct {
     void *kc, *vc;
     float *ks, *vs;
     int cap, pos;
+    const int32_t *pos_dev; /* when set, pos as the kernels read it (graph replays) */
 } kv_slot;
 
 const llmq_config *model_config(const llmq_model *m) { return &m->cfg; }
@@ -383,15 +390,23 @@ static int attend(llmq_model *m, int nseq, int n, const kv_slot *kv)
         return -1;
     if (!kv->kc)
         return b->attention(b, m->att, m->q, m->k, m->v, nseq, n, c->n_heads, c->n_kv, c->head_dim);
-    if (b->kv_store(b, kv->kc, kv->ks, m->k, nseq, n, kv->pos, kv->cap, c->n_kv, c->head_dim, kv8) ||
-        b->kv_store(b, kv->vc, kv->vs, m->v, nseq, n, kv->pos, kv->cap, c->n_kv, c->head_dim, kv8))
+    if (b->kv_store(b, kv->kc, kv->ks, m->k, nseq, n, kv->pos, kv->cap, c->n_kv, c->head_dim, kv8, kv->pos_dev) ||
+        b->kv_store(b, kv->vc, kv->vs, m->v, nseq, n, kv->pos, kv->cap, c->n_kv, c->head_dim, kv8, kv->pos_dev))
         return -1;
     /* A float prompt at position 0 attends only to itself: the tensor-core
      * kernel over the fresh keys and values is the same function. */
-    if (!kv8 && kv->pos == 0)
+    if (!kv8 && kv->pos == 0 && !kv->pos_dev)
         return b->attention(b, m->att, m->q, m->k, m->v, nseq, n, c->n_heads, c->n_kv, c->head_dim);
     return b->attention_kv(b, m->att, m->q, kv->kc, kv->ks, kv->vc, kv->vs, nseq, n, kv->pos, kv->cap, c->n_heads,
-                           c->n_kv, c->head_dim, kv8);
+                           c->n_kv, c->head_dim, kv8, kv->pos_dev);
+}
+
+static int rope_rows(llmq_model *m, void *x, const float *rope, const kv_slot *kv, int rows, int n, int heads)
+{
+    llmq_backend *b = m->b;
+    if (kv->pos_dev)
+        return b->rope_at(b, x, m->rope, kv->pos_dev, rows, n, heads, m->cfg.head_dim);
+    return b->rope(b, x, rope, rows, n, heads, m->cfg.head_dim);
 }
 
 /* nseq sequences of n rows each (rows at positions kv->pos..) through one
@@ -405,8 +420,8 @@ static int layer_chunk(llmq_model *m, llmq_layer *L, int layer, void *x, int nse
     if (norm_input(m, layer, IN_QKV, x, NULL, L->attn_norm, rows) ||
         hook_input(m, layer, IN_QKV, m->xn, rows, c->hidden) || run_linear(m, &L->lin[LIN_Q], m->q, m->xn, rows) ||
         run_linear(m, &L->lin[LIN_K], m->k, m->xn, rows) || run_linear(m, &L->lin[LIN_V], m->v, m->xn, rows) ||
-        b->rope(b, m->q, rope, rows, n, c->n_heads, c->head_dim) ||
-        b->rope(b, m->k, rope, rows, n, c->n_kv, c->head_dim) || attend(m, nseq, n, kv) ||
+        rope_rows(m, m->q, rope, kv, rows, n, c->n_heads) || rope_rows(m, m->k, rope, kv, rows, n, c->n_kv) ||
+        attend(m, nseq, n, kv) ||
         hook_input(m, layer, IN_O, m->att, rows, c->n_heads * c->head_dim) ||
         run_linear(m, &L->lin[LIN_O], m->o, m->att, rows))
         return -1;
@@ -440,7 +455,7 @@ int model_layer_forward(llmq_model *m, int layer, void *x, int nwin, int seq)
      * of its own seq positions. */
     kv_slot kv = {0};
     if (m->kv_mode == KV_INT8)
-        kv = (kv_slot){m->kv8_k, m->kv8_v, m->kv8_ks, m->kv8_vs, seq, 0};
+        kv = (kv_slot){m->kv8_k, m->kv8_v, m->kv8_ks, m->kv8_vs, seq, 0, NULL};
     int rc = 0;
     for (int w = 0; w < nwin && rc == 0; w += per_chunk) {
         int n = nwin - w < per_chunk ? nwin - w : per_chunk;
@@ -517,8 +532,17 @@ size_t model_weight_bytes(const llmq_model *m)
     return n;
 }
 
+void model_set_graphs(llmq_model *m, int on) { m->use_graphs = on; }
+
 void model_cache_close(llmq_model *m)
 {
+    if (m->graph)
+        m->b->graph_free(m->b, m->graph);
+    m->graph = NULL;
+    m->graph_warm = 0;
+    if (m->pos_dev)
+        m->b->free(m->b, m->pos_dev);
+    m->pos_dev = NULL;
     void ***lists[] = {&m->ck, &m->cv, (void ***)&m->cks, (void ***)&m->cvs};
     for (size_t i = 0; i < 4; i++) {
         void **l = *lists[i];
@@ -572,12 +596,44 @@ int model_cache_open(llmq_model *m, int batch, int cap)
         if (sb && (!(m->cks[l] = m->b->alloc(m->b, sb)) || !(m->cvs[l] = m->b->alloc(m->b, sb))))
             goto oom;
     }
-    if (!(m->step_x = model_alloc_hidden(m, m->max_rows)))
+    if (!(m->step_x = model_alloc_hidden(m, m->max_rows)) || !(m->pos_dev = m->b->alloc(m->b, sizeof(int32_t))))
         goto oom;
+    /* The rope table now, at full length: a recorded step must not see it move. */
+    if (ensure_rope(m, cap)) {
+        model_cache_close(m);
+        return -1;
+    }
     return 0;
 oom:
     model_cache_close(m);
     return llmq_wrap("allocating a KV cache of %d x %d positions (%zu bytes per layer)", batch, cap, 2 * (cb + sb));
+}
+
+/* The layers of one step over the cache (model_step). */
+static int step_layers(llmq_model *m, int n, int pos, const int32_t *pos_dev)
+{
+    const llmq_config *c = &m->cfg;
+    int batch = m->cache_batch;
+    size_t es = llmq_dtype_size(m->b->dt), ces = m->kv_mode == KV_INT8 ? 1 : es;
+    size_t seq_cache = (size_t)m->cache_cap * c->n_kv * c->head_dim * ces, seq_scales = (size_t)m->cache_cap * c->n_kv;
+    int per_chunk = m->chunk_rows / n;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (model_load_layer(m, l))
+            return -1;
+        for (int s0 = 0; s0 < batch; s0 += per_chunk) {
+            int cnt = batch - s0 < per_chunk ? batch - s0 : per_chunk;
+            kv_slot kv = {(char *)m->ck[l] + s0 * seq_cache,
+                          (char *)m->cv[l] + s0 * seq_cache,
+                          m->cks[l] ? m->cks[l] + s0 * seq_scales : NULL,
+                          m->cvs[l] ? m->cvs[l] + s0 * seq_scales : NULL,
+                          m->cache_cap,
+                          pos,
+                          pos_dev};
+            if (layer_chunk(m, &m->layers[l], l, (char *)m->step_x + (size_t)s0 * n * c->hidden * es, cnt, n, &kv))
+                return llmq_wrap("layer %d", l);
+        }
+    }
+    return 0;
 }
 
 int model_step(llmq_model *m, const int32_t *ids, int n, int pos, const int32_t *targets, double *nll,
@@ -591,23 +647,37 @@ int model_step(llmq_model *m, const int32_t *ids, int n, int pos, const int32_t 
     if (rows > m->max_rows || n > m->chunk_rows)
         return llmq_fail("a step of %d x %d tokens exceeds the %d rows the runner was sized for", batch, n,
                          m->max_rows);
-    if (ensure_rope(m, pos + n) || model_embed(m, m->step_x, ids, rows))
+    llmq_backend *b = m->b;
+    /* Single-token steps past the prompt read their position from pos_dev
+     * and, where the backend records graphs, replay one recorded step. */
+    int devpos = n == 1 && pos > 0 && m->use_graphs, graphed = devpos && b->graph_begin;
+    int32_t pos32 = pos;
+    if (ensure_rope(m, pos + n) || model_embed(m, m->step_x, ids, rows) ||
+        (devpos && b->upload_bytes(b, m->pos_dev, &pos32, sizeof pos32)))
         return -1;
-    const llmq_config *c = &m->cfg;
-    size_t es = llmq_dtype_size(m->b->dt), ces = m->kv_mode == KV_INT8 ? 1 : es;
-    size_t seq_cache = (size_t)m->cache_cap * c->n_kv * c->head_dim * ces, seq_scales = (size_t)m->cache_cap * c->n_kv;
-    int per_chunk = m->chunk_rows / n;
-    for (int l = 0; l < c->n_layers; l++) {
-        if (model_load_layer(m, l))
+    if (graphed && m->graph) {
+        if (b->graph_launch(b, m->graph))
             return -1;
-        for (int s0 = 0; s0 < batch; s0 += per_chunk) {
-            int cnt = batch - s0 < per_chunk ? batch - s0 : per_chunk;
-            kv_slot kv = {(char *)m->ck[l] + s0 * seq_cache, (char *)m->cv[l] + s0 * seq_cache,
-                          m->cks[l] ? m->cks[l] + s0 * seq_scales : NULL,
-                          m->cvs[l] ? m->cvs[l] + s0 * seq_scales : NULL, m->cache_cap, pos};
-            if (layer_chunk(m, &m->layers[l], l, (char *)m->step_x + (size_t)s0 * n * c->hidden * es, cnt, n, &kv))
-                return llmq_wrap("layer %d", l);
+    } else {
+        int capture = graphed && m->graph_warm;
+        if (capture && b->graph_begin(b))
+            return -1;
+        int rc = step_layers(m, n, pos, devpos ? m->pos_dev : NULL);
+        if (capture) {
+            void *g = NULL;
+            rc = b->graph_end(b, &g) || rc;
+            if (rc) {
+                if (g)
+                    b->graph_free(b, g);
+                return llmq_wrap("recording a decode step");
+            }
+            m->graph = g;
+            if (b->graph_launch(b, m->graph))
+                return -1;
+        } else if (rc) {
+            return -1;
         }
+        m->graph_warm |= graphed;
     }
     double part = 0.0;
     if (model_head(m, m->step_x, targets, rows, &part, logits))

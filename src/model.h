@@ -134,6 +134,9 @@ void model_set_kv_mode(llmq_model *m, llmq_kv_mode mode);
  * (model_keep_weights is implied). Prefill is a step with n = prompt
  * length at pos 0; decoding is steps with n = 1. */
 int model_cache_open(llmq_model *m, int batch, int cap);
+/* Record single-token steps once as a graph and replay it (backends with
+ * graph_begin; default off): the step's hundreds of launches then cost one. */
+void model_set_graphs(llmq_model *m, int on);
 void model_cache_close(llmq_model *m);
 /* Bytes of the caches (codes + scales) over all layers. */
 size_t model_cache_bytes(const llmq_model *m);

@@ -110,10 +110,10 @@ static void test_kv_cache(void **state)
         float *ks = malloc(sizeof(float) * batch * cap * nkv), *vs = malloc(sizeof(float) * batch * cap * nkv);
         float *k1 = window_rows(k, batch, seq, kd, 0, t0), *v1 = window_rows(v, batch, seq, kd, 0, t0);
         float *k2 = window_rows(k, batch, seq, kd, t0, seq - t0), *v2 = window_rows(v, batch, seq, kd, t0, seq - t0);
-        assert_int_equal(b->kv_store(b, kc, ks, k1, batch, t0, 0, cap, nkv, hd, kv8), 0);
-        assert_int_equal(b->kv_store(b, vc, vs, v1, batch, t0, 0, cap, nkv, hd, kv8), 0);
-        assert_int_equal(b->kv_store(b, kc, ks, k2, batch, seq - t0, t0, cap, nkv, hd, kv8), 0);
-        assert_int_equal(b->kv_store(b, vc, vs, v2, batch, seq - t0, t0, cap, nkv, hd, kv8), 0);
+        assert_int_equal(b->kv_store(b, kc, ks, k1, batch, t0, 0, cap, nkv, hd, kv8, NULL), 0);
+        assert_int_equal(b->kv_store(b, vc, vs, v1, batch, t0, 0, cap, nkv, hd, kv8, NULL), 0);
+        assert_int_equal(b->kv_store(b, kc, ks, k2, batch, seq - t0, t0, cap, nkv, hd, kv8, NULL), 0);
+        assert_int_equal(b->kv_store(b, vc, vs, v2, batch, seq - t0, t0, cap, nkv, hd, kv8, NULL), 0);
         if (kv8) { /* the reference sees what fake quant makes of k and v */
             assert_int_equal(b->fq_per_token(b, k, batch * seq * nkv, hd, 127), 0);
             assert_int_equal(b->fq_per_token(b, v, batch * seq * nkv, hd, 127), 0);
@@ -132,16 +132,16 @@ static void test_kv_cache(void **state)
         double *r2 = malloc(sizeof(double) * batch * (seq - t0) * qd);
         for (int w = 0; w < batch; w++)
             memcpy(r2 + (size_t)w * (seq - t0) * qd, ref + ((size_t)w * seq + t0) * qd, sizeof(double) * (seq - t0) * qd);
-        assert_int_equal(b->attention_kv(b, out, q2, kc, ks, vc, vs, batch, seq - t0, t0, cap, nh, nkv, hd, kv8), 0);
+        assert_int_equal(b->attention_kv(b, out, q2, kc, ks, vc, vs, batch, seq - t0, t0, cap, nh, nkv, hd, kv8, NULL), 0);
         assert_true(rel_err(out, r2, (size_t)batch * (seq - t0) * qd) < 1e-6);
         /* decode step: the last query alone */
         float *q3 = window_rows(q, batch, seq, qd, seq - 1, 1);
         for (int w = 0; w < batch; w++)
             memcpy(r2 + (size_t)w * qd, ref + ((size_t)w * seq + seq - 1) * qd, sizeof(double) * qd);
-        assert_int_equal(b->attention_kv(b, out, q3, kc, ks, vc, vs, batch, 1, seq - 1, cap, nh, nkv, hd, kv8), 0);
+        assert_int_equal(b->attention_kv(b, out, q3, kc, ks, vc, vs, batch, 1, seq - 1, cap, nh, nkv, hd, kv8, NULL), 0);
         assert_true(rel_err(out, r2, (size_t)batch * qd) < 1e-6);
         /* positions past the cache are refused */
-        assert_int_equal(b->kv_store(b, kc, ks, k2, batch, seq - t0, cap - 2, cap, nkv, hd, kv8), -1);
+        assert_int_equal(b->kv_store(b, kc, ks, k2, batch, seq - t0, cap - 2, cap, nkv, hd, kv8, NULL), -1);
         free(q), free(k), free(v), free(kc), free(vc), free(ks), free(vs), free(k1), free(v1), free(k2), free(v2);
         free(ref), free(q2), free(out), free(r2), free(q3);
     }

@@ -62,6 +62,8 @@ static const char *USAGE =
     "  --decode-batch L   comma-separated batch sizes (default: 1,4,16,64)\n"
     "  --prompt N         prompt tokens (default 128)\n"
     "  --steps N          decoded tokens per sequence (default 128)\n"
+    "  --no-graph         launch every kernel of a step from the host instead of\n"
+    "                     replaying the step recorded as a CUDA graph\n"
     "  --quiet            no progress\n";
 
 /* --decode: one decode_run per batch size, a table or one JSON object. */
@@ -107,7 +109,7 @@ int main(int argc, char **argv)
 {
     const char *model_dir = NULL, *text = NULL, *field = NULL, *device = "auto", *dtype = NULL;
     long ctx = 0, max_windows = 0, batch = 0;
-    int json = 0, quiet = 0, real = 0, decode = 0, dequant_prefill = 1;
+    int json = 0, quiet = 0, real = 0, decode = 0, dequant_prefill = 1, graphs = 1;
     long prompt = 128, steps = 128;
     const char *decode_batches = "1,4,16,64";
     llmq_kv_mode kv = KV_FLOAT;
@@ -168,6 +170,8 @@ int main(int argc, char **argv)
                 cli_die("llmq-eval", "--kv takes int8 or float, not '%s'", v);
         } else if (!strcmp(a, "--decode")) {
             decode = 1;
+        } else if (!strcmp(a, "--no-graph")) {
+            graphs = 0;
         } else if (!strcmp(a, "--decode-batch")) {
             decode_batches = cli_value(argc, argv, &i);
         } else if (!strcmp(a, "--prompt")) {
@@ -232,6 +236,7 @@ int main(int argc, char **argv)
         goto done;
     model_keep_weights(m, 1);
     model_set_kv_mode(m, kv);
+    model_set_graphs(m, graphs);
     /* --real --kv int8 on a float model: float weights, the int8 KV cache. */
     int float_weights = real && !fq.act && !cfg.quant_method[0] && kv == KV_INT8;
     if (real && !float_weights && rq_install(m, fq.act ? RQ_W8A8 : RQ_PACKED, dequant_prefill, &rqs))

@@ -112,7 +112,7 @@ static int run_attn(void *a, int i)
 {
     struct bench *B = a;
     return g->attention_kv(g, B->out, B->q, B->k[i], B->ks[i], B->v[i], B->vs[i], B->batch, 1, B->ctx - 1, B->ctx,
-                           HEADS, B->n_kv, HD, B->kv8);
+                           HEADS, B->n_kv, HD, B->kv8, NULL);
 }
 
 static size_t cache_bytes(const struct bench *B) /* one of K, V */

@@ -3,7 +3,7 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | bench | 7b | all (default). Results: OUT_DIR/summary.txt.
+# PART: checks | bench | 7b | all (default) | graphs. Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
 mkdir -p "$OUT"
@@ -30,6 +30,30 @@ if [ "$PART" = bench ] || [ "$PART" = all ]; then
   TAIL=40 step bench_wna16 "$B/tests/bench_wna16"
 fi
 [ "$PART" = checks ] || [ "$PART" = bench ] && exit 0
+if [ "$PART" = graphs ]; then
+  # Decode steps replayed as CUDA graphs vs launched from the host. The
+  # full 7B shape in fp16; the quantized schemes on an 8-layer slice of it
+  # (same matrices, so per-layer bytes and ratios carry over; its RTN
+  # checkpoints take ~1 min instead of ~9).
+  TAIL=2 step test_kv_cache "$B/tests/test_kv_cache"
+  TAIL=12 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  step synth_7b "$B/tests/make_synth_model" --out /tmp/s7b --preset 7b --tokenizer "$D/tokenizers/llama-spm" --quiet
+  step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
+  Q="$B/llmq-gptq --model /tmp/s7b8 --force --quiet --device cuda"
+  $Q --method rtn --bits 4 --group 128 -o /tmp/s7b8-w4 > "$OUT/q4.log" 2>&1 &
+  $Q --method rtn --bits 8 --group -1 -o /tmp/s7b8-w8 > "$OUT/q8.log" 2>&1 &
+  $Q --method nf4 --format llmq -o /tmp/s7b8-nf4 > "$OUT/qnf4.log" 2>&1 &
+  DEC="--text $WK --decode --device cuda --dtype f16 --quiet --prompt 128 --steps 64"
+  TAIL=5 step decode7b_fp16_graph "$B/llmq-eval" --model /tmp/s7b $DEC --decode-batch 1,16,64
+  TAIL=3 step decode7b_fp16_eager "$B/llmq-eval" --model /tmp/s7b $DEC --decode-batch 1,16 --no-graph
+  wait; say "quantized: $(ls -d /tmp/s7b8-*)"
+  for v in "fp16:/tmp/s7b8:" "w8a16:/tmp/s7b8-w8:--real" "w4a16:/tmp/s7b8-w4:--real" "nf4:/tmp/s7b8-nf4:--real"; do
+    IFS=: read name dir flag <<< "$v"
+    TAIL=6 step slice_${name}_graph "$B/llmq-eval" --model $dir $flag $DEC --decode-batch 1,4,16,64
+    TAIL=3 step slice_${name}_eager "$B/llmq-eval" --model $dir $flag $DEC --decode-batch 1,16 --no-graph
+  done
+  exit 0
+fi
 # Llama-2-7B shapes, random fp16 weights; RTN checkpoints of it.
 S7=/tmp/s7b
 [ -f $S7/config.json ] || step synth_7b "$B/tests/make_synth_model" --out $S7 --preset 7b --tokenizer "$D/tokenizers/llama-spm" --quiet

@@ -347,22 +347,22 @@ static void check(struct shape s, int kv8)
 
     /* The prefix in one call, then the new rows at pos. */
     if (s.pos > 0) {
-        TRY("kv-store", cpu->kv_store(cpu, ck, cks, kpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8));
-        TRY("kv-store", cpu->kv_store(cpu, cv, cvs, vpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8));
-        TRY("kv-store", gpu->kv_store(gpu, dk, dks, dkpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8));
-        TRY("kv-store", gpu->kv_store(gpu, dv, dvs, dvpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8));
+        TRY("kv-store", cpu->kv_store(cpu, ck, cks, kpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8, NULL));
+        TRY("kv-store", cpu->kv_store(cpu, cv, cvs, vpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8, NULL));
+        TRY("kv-store", gpu->kv_store(gpu, dk, dks, dkpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8, NULL));
+        TRY("kv-store", gpu->kv_store(gpu, dv, dvs, dvpre, s.batch, s.pos, 0, cap, s.n_kv, s.hd, kv8, NULL));
     }
-    TRY("kv-store", cpu->kv_store(cpu, ck, cks, knew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8));
-    TRY("kv-store", cpu->kv_store(cpu, cv, cvs, vnew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8));
-    TRY("kv-store", gpu->kv_store(gpu, dk, dks, dknew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8));
-    TRY("kv-store", gpu->kv_store(gpu, dv, dvs, dvnew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8));
+    TRY("kv-store", cpu->kv_store(cpu, ck, cks, knew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8, NULL));
+    TRY("kv-store", cpu->kv_store(cpu, cv, cvs, vnew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8, NULL));
+    TRY("kv-store", gpu->kv_store(gpu, dk, dks, dknew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8, NULL));
+    TRY("kv-store", gpu->kv_store(gpu, dv, dvs, dvnew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8, NULL));
     compare_cache(&s, kv8, cap, dk, dks, ck, cks, kpre, knew, "k", shape);
     compare_cache(&s, kv8, cap, dv, dvs, cv, cvs, vpre, vnew, "v", shape);
 
     TRY("attention", cpu->attention_kv(cpu, ref, q, ck, cks, cv, cvs, s.batch, s.n, s.pos, cap, s.n_heads, s.n_kv,
-                                       s.hd, kv8));
+                                       s.hd, kv8, NULL));
     TRY("attention", gpu->attention_kv(gpu, dout, dq, dk, dks, dv, dvs, s.batch, s.n, s.pos, cap, s.n_heads, s.n_kv,
-                                       s.hd, kv8));
+                                       s.hd, kv8, NULL));
     got = host_from(dout, nq, g_dt);
     TRY("attention", got ? 0 : -1);
     double err = rel_l2(got, ref, nq);
@@ -387,7 +387,7 @@ static void check(struct shape s, int kv8)
     dout = dev_nan(nq, g_dt);
     TRY("attention-repeat", dout ? 0 : -1);
     TRY("attention-repeat", gpu->attention_kv(gpu, dout, dq, dk, dks, dv, dvs, s.batch, s.n, s.pos, cap, s.n_heads,
-                                              s.n_kv, s.hd, kv8));
+                                              s.n_kv, s.hd, kv8, NULL));
     again = host_from(dout, nq, g_dt);
     TRY("attention-repeat", again ? 0 : -1);
     err = rel_l2(again, got, nq);
@@ -424,21 +424,21 @@ static void check_errors(void)
         dfree(buf), dfree(sc);
         return;
     }
-    expect_fail("kv_store pos+n>cap", gpu->kv_store(gpu, buf, NULL, buf, 1, 2, 7, 8, 2, 8, 0), "kv_store");
-    expect_fail("kv_store pos<0", gpu->kv_store(gpu, buf, NULL, buf, 1, 1, -1, 8, 2, 8, 0), "kv_store");
-    expect_fail("kv_store odd head_dim", gpu->kv_store(gpu, buf, sc, buf, 1, 1, 0, 8, 2, 7, 1), "kv_store");
-    expect_fail("kv_store head_dim 258", gpu->kv_store(gpu, buf, NULL, buf, 1, 1, 0, 8, 1, 258, 0), "kv_store");
-    expect_fail("kv_store int8 without scales", gpu->kv_store(gpu, buf, NULL, buf, 1, 1, 0, 8, 2, 8, 1), "kv_store");
+    expect_fail("kv_store pos+n>cap", gpu->kv_store(gpu, buf, NULL, buf, 1, 2, 7, 8, 2, 8, 0, NULL), "kv_store");
+    expect_fail("kv_store pos<0", gpu->kv_store(gpu, buf, NULL, buf, 1, 1, -1, 8, 2, 8, 0, NULL), "kv_store");
+    expect_fail("kv_store odd head_dim", gpu->kv_store(gpu, buf, sc, buf, 1, 1, 0, 8, 2, 7, 1, NULL), "kv_store");
+    expect_fail("kv_store head_dim 258", gpu->kv_store(gpu, buf, NULL, buf, 1, 1, 0, 8, 1, 258, 0, NULL), "kv_store");
+    expect_fail("kv_store int8 without scales", gpu->kv_store(gpu, buf, NULL, buf, 1, 1, 0, 8, 2, 8, 1, NULL), "kv_store");
     expect_fail("attention_kv pos+n>cap",
-                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 3, 6, 8, 2, 2, 8, 0), "attention_kv");
+                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 3, 6, 8, 2, 2, 8, 0, NULL), "attention_kv");
     expect_fail("attention_kv odd head_dim",
-                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 2, 2, 9, 0), "attention_kv");
+                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 2, 2, 9, 0, NULL), "attention_kv");
     expect_fail("attention_kv head_dim 512",
-                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 1, 1, 512, 0), "attention_kv");
+                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 1, 1, 512, 0, NULL), "attention_kv");
     expect_fail("attention_kv heads % kv",
-                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 6, 4, 8, 0), "attention_kv");
+                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 6, 4, 8, 0, NULL), "attention_kv");
     expect_fail("attention_kv int8 without scales",
-                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 2, 2, 8, 1), "attention_kv");
+                gpu->attention_kv(gpu, buf, buf, buf, NULL, buf, NULL, 1, 1, 0, 8, 2, 2, 8, 1, NULL), "attention_kv");
     /* Nothing was enqueued that failed. */
     int rc = gpu->sync(gpu);
     printf("%s error %s stream clean after rejected calls\n", rc == 0 ? "ok" : "FAIL", llmq_dtype_name(g_dt));
