@@ -74,11 +74,14 @@ static int nf4_forward(llmq_linear *lin, llmq_backend *b, void *y, const void *x
     nf4_lin *L = (nf4_lin *)lin->ctx;
     const llmq_nf4_gpu *w = &L->w;
     size_t es = llmq_dtype_size(b->dt);
-    /* Decode batches of up to 8 rows take one pass over the weight. Longer
-     * inputs dequantize into the shared scratch and run cuBLAS (one pass
-     * over a dense W instead of one per 8 rows); without a scratch, the
-     * GEMV repeats per 8 rows. */
-    if (rows > NF4_ROWS && L->scratch.p && L->scratch.bytes >= (size_t)lin->out * lin->in * es)
+    /* Decode batches of up to 8 rows take one pass over the weight, up to
+     * 32 rows up to four. Longer inputs dequantize into the shared scratch
+     * and run cuBLAS: the dequantization writes a dense W and cuBLAS reads
+     * it, about four passes' worth of bytes, so below 32 rows the repeated
+     * GEMV is cheaper (measured on the 7B shape: dequantizing at 16 rows
+     * made a decode step 4.5x slower than at 1 row). Without a scratch the
+     * GEMV always repeats per 8 rows. */
+    if (rows > 4 * NF4_ROWS && L->scratch.p && L->scratch.bytes >= (size_t)lin->out * lin->in * es)
         return llmq_nf4_dequant(cctx(b)->stream, b->dt, L->scratch.p, w) ||
                b->linear(b, y, x, L->scratch.p, lin->bias, rows, lin->in, lin->out);
     for (int r0 = 0; r0 < rows; r0 += NF4_ROWS) {
