@@ -229,6 +229,8 @@ int main(int argc, char **argv)
         batch = ctx >= 8192 ? 1 : 8192 / ctx;
     if (tok_load(&tok, model_dir) || ppl_tokenize(tok, text, field, &ids, &n))
         goto done;
+    if (decode && prompt + steps > cfg.max_pos)
+        cli_die("llmq-eval", "--prompt %ld + --steps %ld exceed the model's context (%d)", prompt, steps, cfg.max_pos);
     long rows = decode ? (long)max_batch * prompt : batch * ctx;
     if (decode && rows > (1L << 30) / cfg.hidden)
         cli_die("llmq-eval", "--decode-batch x --prompt = %ld rows is too many", rows);
