@@ -36,6 +36,8 @@ if [ "$PART" = graphs ]; then
   # (same matrices, so per-layer bytes and ratios carry over; its RTN
   # checkpoints take ~1 min instead of ~9).
   TAIL=2 step test_kv_cache "$B/tests/test_kv_cache"
+  TAIL=2 step test_backend_cuda "$B/tests/test_backend_cuda" quick
+  TAIL=2 step test_wna16 "$B/tests/test_wna16"
   TAIL=12 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
   step synth_7b "$B/tests/make_synth_model" --out /tmp/s7b --preset 7b --tokenizer "$D/tokenizers/llama-spm" --quiet
   step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet

@@ -107,42 +107,6 @@ static void report_error(const char *op, const char *shape)
 
 /* ---- device buffers ---- */
 
-static void *dev_from(const float *h, size_t n, llmq_dtype dt)
-{
-    void *d = gpu->alloc(gpu, (n ? n : 1) * llmq_dtype_size(dt));
-    if (d && n && gpu->upload(gpu, d, dt, h, LLMQ_F32, n) != 0) {
-        gpu->free(gpu, d);
-        return NULL;
-    }
-    return d;
-}
-
-static void *dev_poisoned(size_t n)
-{
-    float *nan = malloc((n ? n : 1) * sizeof *nan);
-    for (size_t i = 0; i < n; i++)
-        nan[i] = NAN;
-    void *d = dev_from(nan, n, g_dt);
-    free(nan);
-    return d;
-}
-
-static float *host_from(const void *d, size_t n, llmq_dtype dt)
-{
-    float *h = malloc((n ? n : 1) * sizeof *h);
-    if (gpu->download_f32(gpu, h, d, dt, n) != 0) {
-        free(h);
-        return NULL;
-    }
-    return h;
-}
-
-static void dfree(void *d)
-{
-    if (d)
-        gpu->free(gpu, d);
-}
-
 /* ---- checks ---- */
 
 static void check_transfer(llmq_dtype src_dt, size_t n)
@@ -160,12 +124,12 @@ static void check_transfer(llmq_dtype src_dt, size_t n)
     TRY("upload", shape, d ? 0 : -1);
     TRY("upload", shape, gpu->upload(gpu, d, g_dt, src, src_dt, n));
     memset(src, 0xff, n * llmq_dtype_size(src_dt)); /* upload must not read src after returning */
-    got = host_from(d, n, g_dt);
+    got = gt_host_from(gpu, d, n, g_dt);
     TRY("upload", shape, got ? 0 : -1);
     report("upload", shape, rel_l2(got, want, n), 0.0); /* conversion is exact: both round to nearest even */
 done:
     free(x), free(want), free(got), free(src);
-    dfree(d);
+    gt_dfree(gpu, d);
 }
 
 static void check_embed(int rows, int dim)
@@ -177,18 +141,18 @@ static void check_embed(int rows, int dim)
     int32_t *ids = malloc(rows * sizeof *ids);
     for (int r = 0; r < rows; r++)
         ids[r] = (int32_t)(urand() * vocab);
-    void *dt_ = dev_from(table, (size_t)vocab * dim, g_dt), *dout = dev_poisoned((size_t)rows * dim);
+    void *dt_ = gt_dev_from(gpu, table, (size_t)vocab * dim, g_dt), *dout = gt_dev_nan(gpu, (size_t)rows * dim, g_dt);
     void *dids = gpu->alloc(gpu, rows * sizeof *ids);
     TRY("embed", shape, dt_ && dout && dids ? 0 : -1);
     TRY("embed", shape, gpu->upload_bytes(gpu, dids, ids, rows * sizeof *ids));
     TRY("embed", shape, cpu->embed(cpu, ref, table, ids, rows, dim));
     TRY("embed", shape, gpu->embed(gpu, dout, dt_, dids, rows, dim));
-    got = host_from(dout, (size_t)rows * dim, g_dt);
+    got = gt_host_from(gpu, dout, (size_t)rows * dim, g_dt);
     TRY("embed", shape, got ? 0 : -1);
     report("embed", shape, rel_l2(got, ref, (size_t)rows * dim), 0.0); /* a copy */
 done:
     free(table), free(ref), free(got), free(ids);
-    dfree(dt_), dfree(dout), dfree(dids);
+    gt_dfree(gpu, dt_), gt_dfree(gpu, dout), gt_dfree(gpu, dids);
 }
 
 static void check_rmsnorm(int rows, int dim)
@@ -200,16 +164,16 @@ static void check_rmsnorm(int rows, int dim)
     for (int i = 0; i < dim; i++)
         w[i] = 1.0f + 0.2f * nrand();
     llmq_round_through(w, dim, g_dt);
-    void *dx = dev_from(x, n, g_dt), *dw = dev_from(w, dim, g_dt), *dout = dev_poisoned(n);
+    void *dx = gt_dev_from(gpu, x, n, g_dt), *dw = gt_dev_from(gpu, w, dim, g_dt), *dout = gt_dev_nan(gpu, n, g_dt);
     TRY("rmsnorm", shape, dx && dw && dout ? 0 : -1);
     TRY("rmsnorm", shape, cpu->rmsnorm(cpu, ref, x, w, rows, dim, 1e-5f));
     TRY("rmsnorm", shape, gpu->rmsnorm(gpu, dout, dx, dw, rows, dim, 1e-5f));
-    got = host_from(dout, n, g_dt);
+    got = gt_host_from(gpu, dout, n, g_dt);
     TRY("rmsnorm", shape, got ? 0 : -1);
     report("rmsnorm", shape, rel_l2(got, ref, n), thr(0));
 done:
     free(x), free(w), free(ref), free(got);
-    dfree(dx), dfree(dw), dfree(dout);
+    gt_dfree(gpu, dx), gt_dfree(gpu, dw), gt_dfree(gpu, dout);
 }
 
 static void check_linear(int rows, int in, int out, int with_bias)
@@ -219,17 +183,17 @@ static void check_linear(int rows, int in, int out, int with_bias)
     size_t nx = (size_t)rows * in, nw = (size_t)out * in, ny = (size_t)rows * out;
     float *x = randn(nx, 1.0f), *w = randn(nw, 1.0f / sqrtf((float)in)), *bias = randn(out, 0.5f);
     float *ref = malloc(ny * sizeof(float)), *got = NULL;
-    void *dx = dev_from(x, nx, g_dt), *dw = dev_from(w, nw, g_dt), *db = dev_from(bias, out, g_dt);
-    void *dy = dev_poisoned(ny);
+    void *dx = gt_dev_from(gpu, x, nx, g_dt), *dw = gt_dev_from(gpu, w, nw, g_dt), *db = gt_dev_from(gpu, bias, out, g_dt);
+    void *dy = gt_dev_nan(gpu, ny, g_dt);
     TRY("linear", shape, dx && dw && db && dy ? 0 : -1);
     TRY("linear", shape, cpu->linear(cpu, ref, x, w, with_bias ? bias : NULL, rows, in, out));
     TRY("linear", shape, gpu->linear(gpu, dy, dx, dw, with_bias ? db : NULL, rows, in, out));
-    got = host_from(dy, ny, g_dt);
+    got = gt_host_from(gpu, dy, ny, g_dt);
     TRY("linear", shape, got ? 0 : -1);
     report("linear", shape, rel_l2(got, ref, ny), thr(0));
 done:
     free(x), free(w), free(bias), free(ref), free(got);
-    dfree(dx), dfree(dw), dfree(db), dfree(dy);
+    gt_dfree(gpu, dx), gt_dfree(gpu, dw), gt_dfree(gpu, db), gt_dfree(gpu, dy);
 }
 
 static float *rope_table(int seq, int hd)
@@ -251,16 +215,16 @@ static void check_rope(int rows, int seq, int heads, int hd)
     snprintf(shape, sizeof shape, "rows=%d seq=%d heads=%d hd=%d", rows, seq, heads, hd);
     size_t n = (size_t)rows * heads * hd;
     float *x = randn(n, 1.0f), *tab = rope_table(seq, hd), *got = NULL;
-    void *dx = dev_from(x, n, g_dt), *dtab = dev_from(tab, (size_t)seq * hd, LLMQ_F32);
+    void *dx = gt_dev_from(gpu, x, n, g_dt), *dtab = gt_dev_from(gpu, tab, (size_t)seq * hd, LLMQ_F32);
     TRY("rope", shape, dx && dtab ? 0 : -1);
     TRY("rope", shape, cpu->rope(cpu, x, tab, rows, seq, heads, hd));
     TRY("rope", shape, gpu->rope(gpu, dx, dtab, rows, seq, heads, hd));
-    got = host_from(dx, n, g_dt);
+    got = gt_host_from(gpu, dx, n, g_dt);
     TRY("rope", shape, got ? 0 : -1);
     report("rope", shape, rel_l2(got, x, n), thr(0));
 done:
     free(x), free(tab), free(got);
-    dfree(dx), dfree(dtab);
+    gt_dfree(gpu, dx), gt_dfree(gpu, dtab);
 }
 
 static void check_attention(int batch, int seq, int heads, int kv, int hd)
@@ -270,26 +234,26 @@ static void check_attention(int batch, int seq, int heads, int kv, int hd)
     size_t nq = (size_t)batch * seq * heads * hd, nk = (size_t)batch * seq * kv * hd;
     float *q = randn(nq, 1.0f), *k = randn(nk, 1.0f), *v = randn(nk, 1.0f);
     float *ref = malloc(nq * sizeof(float)), *got = NULL, *again = NULL;
-    void *dq = dev_from(q, nq, g_dt), *dk = dev_from(k, nk, g_dt), *dv = dev_from(v, nk, g_dt);
-    void *dout = dev_poisoned(nq);
+    void *dq = gt_dev_from(gpu, q, nq, g_dt), *dk = gt_dev_from(gpu, k, nk, g_dt), *dv = gt_dev_from(gpu, v, nk, g_dt);
+    void *dout = gt_dev_nan(gpu, nq, g_dt);
     TRY("attention", shape, dq && dk && dv && dout ? 0 : -1);
     TRY("attention", shape, cpu->attention(cpu, ref, q, k, v, batch, seq, heads, kv, hd));
     TRY("attention", shape, gpu->attention(gpu, dout, dq, dk, dv, batch, seq, heads, kv, hd));
-    got = host_from(dout, nq, g_dt);
+    got = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention", shape, got ? 0 : -1);
     report("attention", shape, rel_l2(got, ref, nq), thr(1));
     /* Same inputs again into a fresh poisoned buffer: a result that moves
      * between runs is a race. */
-    dfree(dout);
-    dout = dev_poisoned(nq);
+    gt_dfree(gpu, dout);
+    dout = gt_dev_nan(gpu, nq, g_dt);
     TRY("attention-repeat", shape, dout ? 0 : -1);
     TRY("attention-repeat", shape, gpu->attention(gpu, dout, dq, dk, dv, batch, seq, heads, kv, hd));
-    again = host_from(dout, nq, g_dt);
+    again = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention-repeat", shape, again ? 0 : -1);
     report("attention-repeat", shape, rel_l2(again, got, nq), 0.0);
 done:
     free(q), free(k), free(v), free(ref), free(got), free(again);
-    dfree(dq), dfree(dk), dfree(dv), dfree(dout);
+    gt_dfree(gpu, dq), gt_dfree(gpu, dk), gt_dfree(gpu, dv), gt_dfree(gpu, dout);
 }
 
 static void check_silu_add(size_t n)
@@ -297,11 +261,11 @@ static void check_silu_add(size_t n)
     char shape[64];
     snprintf(shape, sizeof shape, "n=%zu", n);
     float *g = randn(n, 3.0f), *u = randn(n, 1.0f), *ref = malloc((n ? n : 1) * sizeof(float)), *got = NULL;
-    void *dg = dev_from(g, n, g_dt), *du = dev_from(u, n, g_dt), *dout = dev_poisoned(n);
+    void *dg = gt_dev_from(gpu, g, n, g_dt), *du = gt_dev_from(gpu, u, n, g_dt), *dout = gt_dev_nan(gpu, n, g_dt);
     TRY("silu_mul", shape, dg && du && dout ? 0 : -1);
     TRY("silu_mul", shape, cpu->silu_mul(cpu, ref, g, u, n));
     TRY("silu_mul", shape, gpu->silu_mul(gpu, dout, dg, du, n));
-    got = host_from(dout, n, g_dt);
+    got = gt_host_from(gpu, dout, n, g_dt);
     TRY("silu_mul", shape, got ? 0 : -1);
     report("silu_mul", shape, rel_l2(got, ref, n), thr(0));
     free(got);
@@ -309,12 +273,12 @@ static void check_silu_add(size_t n)
     /* add in place: g += u */
     TRY("add", shape, cpu->add(cpu, g, u, n));
     TRY("add", shape, gpu->add(gpu, dg, du, n));
-    got = host_from(dg, n, g_dt);
+    got = gt_host_from(gpu, dg, n, g_dt);
     TRY("add", shape, got ? 0 : -1);
     report("add", shape, rel_l2(got, g, n), thr(0));
 done:
     free(g), free(u), free(ref), free(got);
-    dfree(dg), dfree(du), dfree(dout);
+    gt_dfree(gpu, dg), gt_dfree(gpu, du), gt_dfree(gpu, dout);
 }
 
 static void check_nll(int rows, int vocab)
@@ -326,7 +290,7 @@ static void check_nll(int rows, int vocab)
     int32_t *t = malloc(rows * sizeof *t);
     for (int r = 0; r < rows; r++)
         t[r] = r % 5 == 4 ? -100 : (int32_t)(urand() * vocab); /* some ignored positions */
-    void *dl = dev_from(l, n, g_dt), *dtg = gpu->alloc(gpu, rows * sizeof *t);
+    void *dl = gt_dev_from(gpu, l, n, g_dt), *dtg = gpu->alloc(gpu, rows * sizeof *t);
     double ref = 0.0, got = 0.0;
     TRY("nll", shape, dl && dtg ? 0 : -1);
     TRY("nll", shape, gpu->upload_bytes(gpu, dtg, t, rows * sizeof *t));
@@ -335,7 +299,7 @@ static void check_nll(int rows, int vocab)
     report("nll", shape, isfinite(got) ? fabs(got - ref) / fabs(ref) : NAN, thr(1));
 done:
     free(l), free(t);
-    dfree(dl), dfree(dtg);
+    gt_dfree(gpu, dl), gt_dfree(gpu, dtg);
 }
 
 static void check_col_absmax(int rows, int cols)
@@ -346,16 +310,16 @@ static void check_col_absmax(int rows, int cols)
     float *x = randn(n, 1.0f), *amax = malloc(cols * sizeof(float)), *got = NULL;
     for (int j = 0; j < cols; j++) /* running maxima from earlier batches: some win, some lose */
         amax[j] = (float)(urand() * 3.0);
-    void *dx = dev_from(x, n, g_dt), *da = dev_from(amax, cols, LLMQ_F32);
+    void *dx = gt_dev_from(gpu, x, n, g_dt), *da = gt_dev_from(gpu, amax, cols, LLMQ_F32);
     TRY("col_absmax", shape, dx && da ? 0 : -1);
     TRY("col_absmax", shape, cpu->col_absmax(cpu, amax, x, rows, cols));
     TRY("col_absmax", shape, gpu->col_absmax(gpu, da, dx, rows, cols));
-    got = host_from(da, cols, LLMQ_F32);
+    got = gt_host_from(gpu, da, cols, LLMQ_F32);
     TRY("col_absmax", shape, got ? 0 : -1);
     report("col_absmax", shape, rel_l2(got, amax, cols), 0.0); /* maxima of identical values: exact */
 done:
     free(x), free(amax), free(got);
-    dfree(dx), dfree(da);
+    gt_dfree(gpu, dx), gt_dfree(gpu, da);
 }
 
 /* which: bit 0 col_amax, bit 1 col_abssum, bit 2 row_amax (others NULL). */
@@ -373,16 +337,16 @@ static void check_act_stats(int rows, int cols, int which)
     }
     for (int r = 0; r < rows; r++)
         rmax[r] = NAN; /* an output: must be written */
-    void *dx = dev_from(x, n, g_dt), *da = dev_from(amax, cols, LLMQ_F32), *ds = dev_from(sum, cols, LLMQ_F32);
-    void *dr = dev_from(rmax, rows, LLMQ_F32);
+    void *dx = gt_dev_from(gpu, x, n, g_dt), *da = gt_dev_from(gpu, amax, cols, LLMQ_F32), *ds = gt_dev_from(gpu, sum, cols, LLMQ_F32);
+    void *dr = gt_dev_from(gpu, rmax, rows, LLMQ_F32);
     TRY("act_stats", shape, dx && da && ds && dr ? 0 : -1);
     TRY("act_stats", shape,
         cpu->act_stats(cpu, which & 1 ? amax : NULL, which & 2 ? sum : NULL, which & 4 ? rmax : NULL, x, rows, cols));
     TRY("act_stats", shape,
         gpu->act_stats(gpu, which & 1 ? da : NULL, which & 2 ? ds : NULL, which & 4 ? dr : NULL, dx, rows, cols));
-    ga = host_from(da, cols, LLMQ_F32);
-    gs = host_from(ds, cols, LLMQ_F32);
-    gr = host_from(dr, rows, LLMQ_F32);
+    ga = gt_host_from(gpu, da, cols, LLMQ_F32);
+    gs = gt_host_from(gpu, ds, cols, LLMQ_F32);
+    gr = gt_host_from(gpu, dr, rows, LLMQ_F32);
     TRY("act_stats", shape, ga && gs && gr ? 0 : -1);
     /* Unrequested outputs stay as they were (rmax: NaN, compared bitwise below). */
     report("act_stats col_amax", shape, rel_l2(ga, amax, cols), 0.0);
@@ -393,7 +357,7 @@ static void check_act_stats(int rows, int cols, int which)
         report("act_stats row_amax untouched", shape, memcmp(gr, rmax, rows * sizeof(float)) ? 1.0 : 0.0, 0.0);
 done:
     free(x), free(amax), free(sum), free(rmax), free(ga), free(gs), free(gr);
-    dfree(dx), dfree(da), dfree(ds), dfree(dr);
+    gt_dfree(gpu, dx), gt_dfree(gpu, da), gt_dfree(gpu, ds), gt_dfree(gpu, dr);
 }
 
 static void check_fq_tensor(size_t n, int qmax)
@@ -405,16 +369,16 @@ static void check_fq_tensor(size_t n, int qmax)
     for (size_t i = 0; i < n; i++)
         mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
     const float scale = 0.7f * mx / (float)qmax; /* the largest values clip */
-    void *dx = dev_from(x, n, g_dt);
+    void *dx = gt_dev_from(gpu, x, n, g_dt);
     TRY("fq_tensor", shape, dx ? 0 : -1);
     TRY("fq_tensor", shape, cpu->fq_tensor(cpu, x, n, scale, qmax));
     TRY("fq_tensor", shape, gpu->fq_tensor(gpu, dx, n, scale, qmax));
-    got = host_from(dx, n, g_dt);
+    got = gt_host_from(gpu, dx, n, g_dt);
     TRY("fq_tensor", shape, got ? 0 : -1);
     report("fq_tensor", shape, rel_l2(got, x, n), thr(0));
 done:
     free(x), free(got);
-    dfree(dx);
+    gt_dfree(gpu, dx);
 }
 
 static void check_xtx(int rows, int cols)
@@ -426,17 +390,17 @@ static void check_xtx(int rows, int cols)
     for (size_t i = 0; i < nh; i++)
         h[i] = nrand(); /* an accumulated Hessian (F32 whatever dt is) */
     const float alpha = 1.0f / (float)rows;
-    void *dx = dev_from(x, n, g_dt), *dh = dev_from(h, nh, LLMQ_F32);
+    void *dx = gt_dev_from(gpu, x, n, g_dt), *dh = gt_dev_from(gpu, h, nh, LLMQ_F32);
     TRY("xtx", shape, dx && dh ? 0 : -1);
     TRY("xtx", shape, cpu->xtx(cpu, h, x, rows, cols, alpha));
     TRY("xtx", shape, gpu->xtx(gpu, dh, dx, rows, cols, alpha));
-    got = host_from(dh, nh, LLMQ_F32);
+    got = gt_host_from(gpu, dh, nh, LLMQ_F32);
     TRY("xtx", shape, got ? 0 : -1);
     /* fp32 accumulation on identical inputs: within fp32 rounding for every dt. */
     report("xtx", shape, rel_l2(got, h, nh), g_dt == LLMQ_F32 ? thr(0) : 1e-5);
 done:
     free(x), free(h), free(got);
-    dfree(dx), dfree(dh);
+    gt_dfree(gpu, dx), gt_dfree(gpu, dh);
 }
 
 static void check_fq(int rows, int cols, int qmax, int tiny_row)
@@ -450,16 +414,16 @@ static void check_fq(int rows, int cols, int qmax, int tiny_row)
             x[j] *= 1e-7f;
         llmq_round_through(x, cols, g_dt);
     }
-    void *dx = dev_from(x, n, g_dt);
+    void *dx = gt_dev_from(gpu, x, n, g_dt);
     TRY("fq_per_token", shape, dx ? 0 : -1);
     TRY("fq_per_token", shape, cpu->fq_per_token(cpu, x, rows, cols, qmax));
     TRY("fq_per_token", shape, gpu->fq_per_token(gpu, dx, rows, cols, qmax));
-    got = host_from(dx, n, g_dt);
+    got = gt_host_from(gpu, dx, n, g_dt);
     TRY("fq_per_token", shape, got ? 0 : -1);
     report("fq_per_token", shape, rel_l2(got, x, n), thr(0));
 done:
     free(x), free(got);
-    dfree(dx);
+    gt_dfree(gpu, dx);
 }
 
 static void run_all(void)

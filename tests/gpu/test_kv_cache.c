@@ -130,42 +130,6 @@ static void report_error(const char *what, const char *shape)
 
 /* ---- device buffers ---- */
 
-static void *dev_from(const float *h, size_t n, llmq_dtype dt)
-{
-    void *d = gpu->alloc(gpu, (n ? n : 1) * llmq_dtype_size(dt));
-    if (d && n && gpu->upload(gpu, d, dt, h, LLMQ_F32, n) != 0) {
-        gpu->free(gpu, d);
-        return NULL;
-    }
-    return d;
-}
-
-static void *dev_nan(size_t n, llmq_dtype dt)
-{
-    float *h = xmalloc((n ? n : 1) * sizeof *h);
-    for (size_t i = 0; i < n; i++)
-        h[i] = NAN;
-    void *d = dev_from(h, n, dt);
-    free(h);
-    return d;
-}
-
-static float *host_from(const void *d, size_t n, llmq_dtype dt)
-{
-    float *h = xmalloc((n ? n : 1) * sizeof *h);
-    if (gpu->download_f32(gpu, h, d, dt, n) != 0) {
-        free(h);
-        return NULL;
-    }
-    return h;
-}
-
-static void dfree(void *d)
-{
-    if (d)
-        gpu->free(gpu, d);
-}
-
 static int same_float(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
 
 /* ---- one shape ---- */
@@ -193,7 +157,7 @@ static int compare_cache(const struct shape *s, int kv8, int cap, const void *dc
     char what[32];
     snprintf(what, sizeof what, "kv-store-%s", which);
     if (!kv8) {
-        float *got = host_from(dcache, nel, g_dt);
+        float *got = gt_host_from(gpu, dcache, nel, g_dt);
         if (!got) {
             report_error(what, shape);
             return 0;
@@ -206,7 +170,7 @@ static int compare_cache(const struct shape *s, int kv8, int cap, const void *dc
         return bad == 0;
     }
     int8_t *codes = xmalloc(nel);
-    float *sc = host_from(dscales, nsc, LLMQ_F32);
+    float *sc = gt_host_from(gpu, dscales, nsc, LLMQ_F32);
     cudaError_t e = cudaMemcpy(codes, dcache, nel, cudaMemcpyDeviceToHost);
     if (!sc || e != cudaSuccess) {
         printf("FAIL %s %s %s download: %s\n", what, llmq_dtype_name(g_dt), shape,
@@ -330,19 +294,19 @@ static void check(struct shape s, int kv8)
         TRY("alloc", dkraw && dvraw ? 0 : -1);
         cuda_ok(cudaMemset(dkraw, POISON_CODE, nel + off), "memset");
         cuda_ok(cudaMemset(dvraw, POISON_CODE, nel + off), "memset");
-        dks = dev_nan(nsc, LLMQ_F32);
-        dvs = dev_nan(nsc, LLMQ_F32);
+        dks = gt_dev_nan(gpu, nsc, LLMQ_F32);
+        dvs = gt_dev_nan(gpu, nsc, LLMQ_F32);
         TRY("alloc", dks && dvs ? 0 : -1);
     } else {
-        dkraw = dev_nan(nel + 2, g_dt);
-        dvraw = dev_nan(nel + 2, g_dt);
+        dkraw = gt_dev_nan(gpu, nel + 2, g_dt);
+        dvraw = gt_dev_nan(gpu, nel + 2, g_dt);
         TRY("alloc", dkraw && dvraw ? 0 : -1);
     }
     void *dk = (char *)dkraw + off, *dv = (char *)dvraw + off;
-    dkpre = dev_from(kpre, npre, g_dt), dvpre = dev_from(vpre, npre, g_dt);
-    dknew = dev_from(knew, nnew, g_dt), dvnew = dev_from(vnew, nnew, g_dt);
-    dq = dev_from(q, nq, g_dt);
-    dout = dev_nan(nq, g_dt);
+    dkpre = gt_dev_from(gpu, kpre, npre, g_dt), dvpre = gt_dev_from(gpu, vpre, npre, g_dt);
+    dknew = gt_dev_from(gpu, knew, nnew, g_dt), dvnew = gt_dev_from(gpu, vnew, nnew, g_dt);
+    dq = gt_dev_from(gpu, q, nq, g_dt);
+    dout = gt_dev_nan(gpu, nq, g_dt);
     TRY("alloc", dkpre && dvpre && dknew && dvnew && dq && dout ? 0 : -1);
 
     /* The prefix in one call, then the new rows at pos. */
@@ -363,7 +327,7 @@ static void check(struct shape s, int kv8)
                                        s.hd, kv8, NULL));
     TRY("attention", gpu->attention_kv(gpu, dout, dq, dk, dks, dv, dvs, s.batch, s.n, s.pos, cap, s.n_heads, s.n_kv,
                                        s.hd, kv8, NULL));
-    got = host_from(dout, nq, g_dt);
+    got = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention", got ? 0 : -1);
     double err = rel_l2(got, ref, nq);
     if (g_dt == LLMQ_F32) {
@@ -383,20 +347,20 @@ static void check(struct shape s, int kv8)
         report("attention", shape, err < limit(), "err=%.3g", err);
     }
 
-    dfree(dout);
-    dout = dev_nan(nq, g_dt);
+    gt_dfree(gpu, dout);
+    dout = gt_dev_nan(gpu, nq, g_dt);
     TRY("attention-repeat", dout ? 0 : -1);
     TRY("attention-repeat", gpu->attention_kv(gpu, dout, dq, dk, dks, dv, dvs, s.batch, s.n, s.pos, cap, s.n_heads,
                                               s.n_kv, s.hd, kv8, NULL));
-    again = host_from(dout, nq, g_dt);
+    again = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention-repeat", again ? 0 : -1);
     err = rel_l2(again, got, nq);
     report("attention-repeat", shape, err == 0.0, "diff=%.3g", err);
 done:
     free(kpre), free(vpre), free(knew), free(vnew), free(q), free(ref), free(got), free(again);
     free(ck), free(cv), free(cks), free(cvs);
-    dfree(dkraw), dfree(dvraw), dfree(dks), dfree(dvs), dfree(dq), dfree(dout);
-    dfree(dkpre), dfree(dvpre), dfree(dknew), dfree(dvnew);
+    gt_dfree(gpu, dkraw), gt_dfree(gpu, dvraw), gt_dfree(gpu, dks), gt_dfree(gpu, dvs), gt_dfree(gpu, dq), gt_dfree(gpu, dout);
+    gt_dfree(gpu, dkpre), gt_dfree(gpu, dvpre), gt_dfree(gpu, dknew), gt_dfree(gpu, dvnew);
 }
 
 /* ---- argument errors ---- */
@@ -421,7 +385,7 @@ static void check_errors(void)
     float *sc = gpu->alloc(gpu, 1 << 16);
     if (!buf || !sc) {
         report_error("errors", "alloc");
-        dfree(buf), dfree(sc);
+        gt_dfree(gpu, buf), gt_dfree(gpu, sc);
         return;
     }
     expect_fail("kv_store pos+n>cap", gpu->kv_store(gpu, buf, NULL, buf, 1, 2, 7, 8, 2, 8, 0, NULL), "kv_store");
@@ -446,7 +410,7 @@ static void check_errors(void)
         n_pass++;
     else
         n_fail++;
-    dfree(buf), dfree(sc);
+    gt_dfree(gpu, buf), gt_dfree(gpu, sc);
 }
 
 static const struct shape shapes[] = {
