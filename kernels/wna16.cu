@@ -325,7 +325,10 @@ __global__ void __launch_bounds__(WARPS * 32)
  * Measured (docs/BENCHMARKS_KERNELS.md): 0.31-0.43 of the copy bandwidth
  * at M = 1 (1.8-2.1x cuBLAS fp16), bound by instruction issue with ~20
  * warps per SM, not by bytes: 8-bit takes only ~30 % longer than 4-bit.
- * x rows past M are not read (their B columns are zero and not written). */
+ * x rows past M are not read (their B columns are zero and not written).
+ * Round 3 (opt-in, measured no faster: WNA16_NOTES.md) adds a refill by the
+ * last warp out of a stage instead of the block barrier, and fp16 codes fed
+ * to the mma as 1024 + q with the zero taken off per group (GvDeqFold). */
 
 #define GV_WARPS 4                       /* per block; warp w takes chunk w of each stage */
 #define GV_THREADS (GV_WARPS * 32)
@@ -344,6 +347,7 @@ struct GvArgs {
     int gspan; /* most groups one slice touches */
     int xvec;  /* x 16-byte aligned and K % 8 == 0: stage x with 16-byte loads */
     int bulk_meta; /* scales and groups by bulk copy (else ordinary loads) */
+    int sync_refill; /* round 2 (default): a block barrier before each ring refill (else the last warp out refills) */
     int glo[GV_KS_MAX], ghi[GV_KS_MAX]; /* groups of each slice */
 };
 
@@ -352,7 +356,7 @@ struct GvArgs {
  * warps' reduction buffer once the last stage is consumed; bulk-copy
  * destinations are 16-byte aligned. */
 struct GvSmem {
-    int szs, sgs, xs, part, bars, total, xsw;
+    int szs, sgs, xs, part, bars, cnt, total, xsw;
 };
 
 __host__ __device__ __forceinline__ int gv_al16(int n) { return (n + 15) & ~15; }
@@ -370,7 +374,8 @@ __host__ __device__ __forceinline__ GvSmem gv_smem(int bits, int mt, int ns, int
     s.xsw = cps * KC / 2 + 4;
     s.part = gv_al16(s.xs + xrows * s.xsw * 4);
     s.bars = s.part + E * 4;
-    s.total = s.bars + (ns + 1) * 8;
+    s.cnt = s.bars + (ns + 1) * 8; /* per slot: warps done with it, ever (mod GV_WARPS: who is last) */
+    s.total = s.cnt + ns * 4;
     return s;
 }
 
@@ -542,32 +547,105 @@ template <int BITS, bool EXACT> struct GvDeq<__half, BITS, EXACT> {
     }
 };
 
+/* Round 3, fp16 with one row tile (FOLD): the mma takes the codes as they
+ * come out of the LOP3 (PRMT at 8 bits), with no subtraction at all: 4-bit
+ * registers 0 and 2 (channel gl) are 1024 + q, registers 1 and 3 (channel
+ * gl + 8, nibbles left at bits 4-7) 1024 + 16 q; 8-bit pairs are 1024 + q.
+ * The zero point and the offset come off once per group:
+ *   sum_k x (o + m q) = o X + m sum_k x q,  X = sum_k x over the group,
+ * so the group's contribution is (s / m) (accg - (o + m z) X), with X from
+ * one extra mma per k-step (A = ones, shared by the GV_TB tiles). o + m z
+ * and s / 16 are exact in fp32; the cancellation costs ~2^-24 x 1264 / |q-z|
+ * relative per group in fp32, far below the fp16 output rounding. 4 LOP3 +
+ * 1 shift per A fragment instead of 9 instructions. */
+template <int BITS> struct GvDeqFold {
+    /* No per-group state in registers (the fold's x sums already cost 4):
+     * the flush reads the group's scales/zeros from shared memory again. */
+    __device__ __forceinline__ void init() {}
+    __device__ __forceinline__ void set(uint2) {}
+    /* per channel gl, gl + 8: s / m and o + m z */
+    static __device__ __forceinline__ void corr(uint2 p, float (&sf)[2], float (&zc)[2])
+    {
+        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
+        sf[0] = __low2float(sp);
+        zc[0] = 1024.0f + __low2float(zp);
+        if (BITS == 4) {
+            sf[1] = __high2float(sp) * 0.0625f;
+            zc[1] = 1024.0f + 16.0f * __high2float(zp);
+        } else {
+            sf[1] = __high2float(sp);
+            zc[1] = 1024.0f + __high2float(zp);
+        }
+    }
+    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int st, uint32_t (&af)[4]) const
+    {
+        if (BITS == 4) {
+            const uint32_t w0 = w[st], w8 = w0 >> 8;
+            af[0] = lop3_and_or(w0, 0x000F000Fu, 0x64006400u); /* no zero, no scale: see corr */
+            af[1] = lop3_and_or(w0, 0x00F000F0u, 0x64006400u);
+            af[2] = lop3_and_or(w8, 0x000F000Fu, 0x64006400u);
+            af[3] = lop3_and_or(w8, 0x00F000F0u, 0x64006400u);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                af[i] = __byte_perm(w[2 * st + (i >> 1)], 0x64646464u, (i & 1) ? 0x4342u : 0x4140u);
+        }
+    }
+};
+
 /* The block's stream: wait for each stage, compute this warp's chunk of
  * every tile, refill the slot when the ring is shorter than the slice.
  * FULL: all GV_TB tiles exist (no per-tile test in the loop). !EXACT: the
- * per-group sums accg are scaled into acc when the group changes. */
-template <typename T, int BITS, int MT, bool EXACT, bool FULL>
+ * per-group sums accg are scaled into acc when the group changes; FOLD: and
+ * the zero point comes off there too (GvDeqFold). */
+template <typename T, int BITS, int MT, bool EXACT, bool FOLD, bool FULL>
 __device__ __forceinline__ void gv_main(float (&acc)[GV_TB][MT][4], unsigned char *ring, uint64_t *bars,
-                                        const int *sgs, const uint2 *szs, const uint32_t *xs, int xsw,
+                                        unsigned *cnt, const int *sgs, const uint2 *szs, const uint32_t *xs, int xsw,
                                         const GvArgs &a, int t0, int ntb, int kc0, int kc1, int nst, int mr,
                                         int glo, uint64_t policy)
 {
     constexpr int STEPS = Cfg<BITS>::STEPS;
+    constexpr bool SCALE_AFTER = !EXACT; /* per-group sums accg, scaled into acc when the group changes */
+    using Dq = typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, EXACT>>::type;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gl = lane >> 2, t = lane & 3;
     const int nch = kc1 - kc0;
-    GvDeq<T, BITS, EXACT> dq[GV_TB];
+    Dq dq[GV_TB];
 #pragma unroll
     for (int tb = 0; tb < GV_TB; tb++)
         dq[tb].init();
-    float accg[GV_TB][MT][4];
+    float accg[GV_TB][MT][4], xacc[MT][4]; /* xacc (FOLD): the group's x sums, rows 2t, 2t+1 */
 #pragma unroll
-    for (int tb = 0; tb < GV_TB; tb++)
+    for (int mt = 0; mt < MT; mt++) {
+        xacc[mt][0] = xacc[mt][1] = xacc[mt][2] = xacc[mt][3] = 0.0f;
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
+        for (int tb = 0; tb < GV_TB; tb++)
             accg[tb][mt][0] = accg[tb][mt][1] = accg[tb][mt][2] = accg[tb][mt][3] = 0.0f;
-    /* acc += scale * accg, channel gl in c0, c1 and gl + 8 in c2, c3 */
-    auto flush = [&]() {
-        if constexpr (!EXACT) {
+    }
+    /* acc += scale * accg (FOLD: scale * (accg - zc * X)), channel gl in c0,
+     * c1 and gl + 8 in c2, c3 */
+    auto flush = [&](int gold) {
+        if constexpr (FOLD) {
+            if (gold < 0) /* warp-uniform: nothing summed yet */
+                return;
+#pragma unroll
+            for (int tb = 0; tb < GV_TB; tb++) {
+                if (!FULL && tb >= ntb)
+                    break;
+                float sf[2], zc[2];
+                GvDeqFold<BITS>::corr(szs[((gold - glo) * GV_TB + tb) * 8 + gl], sf, zc);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        acc[tb][mt][c] =
+                            fmaf(sf[c >> 1], fmaf(-zc[c >> 1], xacc[mt][c], accg[tb][mt][c]), acc[tb][mt][c]);
+                        accg[tb][mt][c] = 0.0f;
+                    }
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                xacc[mt][0] = xacc[mt][1] = xacc[mt][2] = xacc[mt][3] = 0.0f;
+        } else if constexpr (SCALE_AFTER) {
 #pragma unroll
             for (int tb = 0; tb < GV_TB; tb++)
 #pragma unroll
@@ -579,6 +657,7 @@ __device__ __forceinline__ void gv_main(float (&acc)[GV_TB][MT][4], unsigned cha
                     }
         }
     };
+    const uint32_t ones[4] = {0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u}; /* fp16 1.0 pairs */
     int gcur = -1, slot = 0;
     uint32_t phase = 0;
     for (int st = 0; st < nst; st++) {
@@ -600,7 +679,7 @@ __device__ __forceinline__ void gv_main(float (&acc)[GV_TB][MT][4], unsigned cha
                 const int ls = lc * STEPS + s;
                 const int g = sgs[ls];
                 if (g != gcur) { /* warp-uniform */
-                    flush();
+                    flush(gcur);
                     gcur = g;
 #pragma unroll
                     for (int tb = 0; tb < GV_TB; tb++)
@@ -616,6 +695,10 @@ __device__ __forceinline__ void gv_main(float (&acc)[GV_TB][MT][4], unsigned cha
                     b[mt][0] = row < mr ? xr[0] : 0u;
                     b[mt][1] = row < mr ? xr[4] : 0u;
                 }
+                if constexpr (FOLD)
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++)
+                        mma16816<T>(xacc[mt], ones, b[mt][0], b[mt][1]);
 #pragma unroll
                 for (int tb = 0; tb < GV_TB; tb++) {
                     if (!FULL && tb >= ntb)
@@ -624,32 +707,49 @@ __device__ __forceinline__ void gv_main(float (&acc)[GV_TB][MT][4], unsigned cha
                     dq[tb].frag(wd[tb], s, af);
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-                        if constexpr (EXACT)
-                            mma16816<T>(acc[tb][mt], af, b[mt][0], b[mt][1]);
-                        else
+                        if constexpr (SCALE_AFTER)
                             mma16816<T>(accg[tb][mt], af, b[mt][0], b[mt][1]);
+                        else
+                            mma16816<T>(acc[tb][mt], af, b[mt][0], b[mt][1]);
                     }
                 }
+            }
+        }
+        if (st + a.ns < nst) { /* refill the slot just consumed, once every warp is done with it */
+            if (a.sync_refill) { /* round 2: all 4 warps meet here every stage */
+                __syncthreads();
+                if (tid == 0)
+                    gv_issue(ring, bars, st + a.ns, a, t0, ntb, kc0, kc1, policy);
+            } else {
+                /* Round 3: each warp counts itself out of the slot; the last
+                 * one refills it and nobody waits (warps drift up to ns stages
+                 * apart). The fences order the warps' reads of the slot before
+                 * the copy that overwrites it. */
+                __syncwarp();
+                if (lane == 0) {
+                    __threadfence_block();
+                    if (atomicAdd(&cnt[slot], 1u) % GV_WARPS == GV_WARPS - 1) {
+                        __threadfence_block();
+                        gv_issue(ring, bars, st + a.ns, a, t0, ntb, kc0, kc1, policy);
+                    }
+                }
+                __syncwarp();
             }
         }
         if (++slot == a.ns) {
             slot = 0;
             phase ^= 1u;
         }
-        if (st + a.ns < nst) { /* refill the slot just consumed, once every warp is done with it */
-            __syncthreads();
-            if (tid == 0)
-                gv_issue(ring, bars, st + a.ns, a, t0, ntb, kc0, kc1, policy);
-        }
     }
-    flush();
+    flush(gcur);
 }
 
-template <typename T, int BITS, int MT, bool PERM, bool EXACT>
+template <typename T, int BITS, int MT, bool PERM, bool EXACT, bool FOLD>
 __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
     wna16_gemv_kernel(T *__restrict__ y, const T *__restrict__ x, const GvArgs a)
 {
     static_assert(EXACT || std::is_same<T, __half>::value, "scales after the mma: fp16 only");
+    static_assert(!FOLD || (!EXACT && MT == 1), "zero folded into the group sums: fp16, one row tile");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     constexpr int KC = Cfg<BITS>::KC, STEPS = Cfg<BITS>::STEPS, E = GV_TB * MT * 128;
     extern __shared__ __align__(128) unsigned char gv_sm[];
@@ -660,6 +760,7 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
     uint32_t *xs = reinterpret_cast<uint32_t *>(gv_sm + L.xs);
     float *part = reinterpret_cast<float *>(gv_sm + L.part);
     uint64_t *bars = reinterpret_cast<uint64_t *>(gv_sm + L.bars); /* ns ring stages, then the metadata */
+    unsigned *cnt = reinterpret_cast<unsigned *>(gv_sm + L.cnt);    /* [ns]: warps done with each slot */
 
     cg::cluster_group cl = cg::this_cluster();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -672,12 +773,14 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
     const int s0 = (kc0 * STEPS) & ~3, s1 = (kc1 * STEPS + 3) & ~3; /* the step window, 16-byte aligned */
     const int *sgs = sgw + (kc0 * STEPS - s0);                      /* [local k-step]: group */
 
-    uint64_t policy = 0;
+    uint64_t policy; /* every thread: any warp's lane 0 may issue a refill */
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     if (tid == 0) {
         for (int s = 0; s <= a.ns; s++)
             mbar_init(&bars[s], 1);
+        for (int s = 0; s < a.ns; s++)
+            cnt[s] = 0;
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     }
     __syncthreads();
     if (tid == 0) {
@@ -723,10 +826,10 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
         for (int mt = 0; mt < MT; mt++)
             acc[tb][mt][0] = acc[tb][mt][1] = acc[tb][mt][2] = acc[tb][mt][3] = 0.0f;
     if (ntb == GV_TB) /* block-uniform: only the last tile group can be short */
-        gv_main<T, BITS, MT, EXACT, true>(acc, ring, bars, sgs, szs, xs, L.xsw, a, t0, ntb, kc0, kc1, nst, mr, glo,
+        gv_main<T, BITS, MT, EXACT, FOLD, true>(acc, ring, bars, cnt, sgs, szs, xs, L.xsw, a, t0, ntb, kc0, kc1, nst, mr, glo,
                                           policy);
     else
-        gv_main<T, BITS, MT, EXACT, false>(acc, ring, bars, sgs, szs, xs, L.xsw, a, t0, ntb, kc0, kc1, nst, mr, glo,
+        gv_main<T, BITS, MT, EXACT, FOLD, false>(acc, ring, bars, cnt, sgs, szs, xs, L.xsw, a, t0, ntb, kc0, kc1, nst, mr, glo,
                                            policy);
 
     /* Sum the warps (the ring is free: every stage was waited for), then
@@ -1234,16 +1337,16 @@ static int gv_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, Gv
     return have ? 0 : -1;
 }
 
-template <typename T, int BITS, int MT, bool PERM, bool EXACT>
+template <typename T, int BITS, int MT, bool PERM, bool EXACT, bool FOLD = false>
 static cudaError_t launch_gemv(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
 {
     static int regs; /* per instantiation: allow the device's whole shared memory, read the registers */
     if (!regs) {
         cudaFuncAttributes fa;
-        cudaError_t e = cudaFuncSetAttribute(wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>,
+        cudaError_t e = cudaFuncSetAttribute(wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin);
         if (e == cudaSuccess)
-            e = cudaFuncGetAttributes(&fa, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>);
+            e = cudaFuncGetAttributes(&fa, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>);
         if (e != cudaSuccess)
             return e;
         regs = fa.numRegs > 0 ? fa.numRegs : 1;
@@ -1268,6 +1371,7 @@ static cudaError_t launch_gemv(const wna16_weight *w, const cuda_ctx *c, void *y
     a.gspan = p.gspan;
     a.xvec = ((uintptr_t)x & 15) == 0 && w->K % 8 == 0;
     a.bulk_meta = !gv_tune.meta_loads;
+    a.sync_refill = !gv_tune.refill_last_warp; /* round 3's barrier-free refill measured 2-4 % slower */
     for (int s = 0; s < p.ks; s++) {
         a.glo[s] = p.glo[s];
         a.ghi[s] = p.ghi[s];
@@ -1287,12 +1391,12 @@ static cudaError_t launch_gemv(const wna16_weight *w, const cuda_ctx *c, void *y
     at[1].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
     cfg.numAttrs = gv_pdl_ok && !gv_tune.no_pdl ? 2 : 1;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>, (T *)y, (const T *)x, a);
+    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>, (T *)y, (const T *)x, a);
     if (e != cudaSuccess && cfg.numAttrs == 2) { /* no PDL here (or not with clusters): go on without it */
         cudaGetLastError();
         gv_pdl_ok = 0;
         cfg.numAttrs = 1;
-        e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT>, (T *)y, (const T *)x, a);
+        e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>, (T *)y, (const T *)x, a);
     }
     return e;
 }
@@ -1303,7 +1407,10 @@ template <typename T, int BITS>
 static cudaError_t launch_gemv_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
 {
     if (M <= 8) {
-        if (std::is_same<T, __half>::value && !gv_tune.exact_dequant)
+        if (std::is_same<T, __half>::value && !gv_tune.exact_dequant && gv_tune.zero_fold) /* round 3, opt-in */
+            return w->use_perm ? launch_gemv<__half, BITS, 1, true, false, true>(w, c, y, x, M)
+                               : launch_gemv<__half, BITS, 1, false, false, true>(w, c, y, x, M);
+        if (std::is_same<T, __half>::value && !gv_tune.exact_dequant) /* round 2, the default */
             return w->use_perm ? launch_gemv<__half, BITS, 1, true, false>(w, c, y, x, M)
                                : launch_gemv<__half, BITS, 1, false, false>(w, c, y, x, M);
         return w->use_perm ? launch_gemv<T, BITS, 1, true, true>(w, c, y, x, M)

@@ -126,9 +126,16 @@ int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, const void *x, 
  * fp16 before the mma at M <= 8 too (default: the mma takes q - z and the
  * scales multiply the per-group sums in fp32); meta_loads, 1 to fetch the
  * scales and groups with ordinary loads (round 1) instead of bulk copies
- * ahead of the codes. NULL restores the defaults. */
+ * ahead of the codes; refill_last_warp, 1 for round 3's ring refill without a
+ * block barrier (each warp counts itself out of a stage and the last one
+ * refills it; default: round 2's barrier before each refill); zero_fold, 1
+ * for round 3's fp16 M <= 8 dequantization (the codes go into the mma as
+ * 1024 + q and the zero comes off once per group through the group's x
+ * sums; default: q - z per pair before the mma). Both were measured no
+ * faster than round 2 (kernels/WNA16_NOTES.md, round 3) and stay opt-in.
+ * NULL restores the defaults. */
 typedef struct {
-    int ksplit_max, blocks_per_sm, stages_max, no_pdl, exact_dequant, meta_loads;
+    int ksplit_max, blocks_per_sm, stages_max, no_pdl, exact_dequant, meta_loads, refill_last_warp, zero_fold;
 } wna16_gemv_tuning;
 void wna16_gemv_tune(const wna16_gemv_tuning *t);
 

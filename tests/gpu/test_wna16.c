@@ -18,7 +18,7 @@
  * argument errors.
  *
  * Shapes: M in {1, 3, 8, 17, 128}; N, K in {64, 4096, 11008}, K = 172 at
- * 8 bits (4 bits cannot pack it); bits 4/8; sym/asym; groups 32/64/128/-1;
+ * 8 bits, K = 60 at 4 bits (a partly filled last word); bits 4/8; sym/asym; groups 32/64/128/-1;
  * act-order and static groups; GPTQ v1 and v2 zeros.
  *
  * Prints one line per case and "N passed, N failed"; exits 1 on a failure,
@@ -370,6 +370,87 @@ static void check_forward(llmq_backend *b)
     gptq_free(&t);
 }
 
+/* K not a multiple of 32/bits (wna16.h: ceil-sized arrays, the last word
+ * of each column partly filled), here K = 60 at 4 bits: codes packed with
+ * quant/pack.h's pack_bits as kernels/qlinear_cuda.cu does. The reference
+ * needs whole words, so it sees the same words as K = 64 with x's columns
+ * 60..63 zero (the 4 codes past K are 0 and in the last group). */
+static void check_partial_word(llmq_backend *b, int G, int act)
+{
+    enum { K = 60, KP = 64, N = 64, BITS = 4 };
+    const int gs = G < 0 ? K : G, ng = (K + gs - 1) / gs;
+    const int qrows = (K * BITS + 31) / 32, zcols = (N * BITS + 31) / 32;
+    int32_t *qweight = xmalloc((size_t)qrows * N * sizeof(int32_t)), *qzeros = xmalloc((size_t)ng * zcols * 4);
+    uint16_t *scales = xmalloc((size_t)ng * N * sizeof(uint16_t));
+    int32_t *g_idx = xmalloc(KP * sizeof(int32_t));
+    uint8_t codes[KP];
+    for (int n = 0; n < N; n++) {
+        for (int k = 0; k < K; k++)
+            codes[k] = (uint8_t)(urand32() & 15u);
+        pack_bits(codes, K, BITS, (uint32_t *)qweight + n, N);
+    }
+    for (int g = 0; g < ng; g++) {
+        for (int n = 0; n < N; n++)
+            codes[n] = (uint8_t)(urand32() & 15u);
+        pack_bits(codes, N, BITS, (uint32_t *)qzeros + (size_t)g * zcols, 1);
+    }
+    for (int i = 0; i < ng * N; i++)
+        scales[i] = llmq_f32_to_f16((float)(0.002 + 0.018 * urand()));
+    int *P = order(K, act);
+    for (int i = 0; i < K; i++)
+        g_idx[P[i]] = i / gs;
+    free(P);
+    for (int k = K; k < KP; k++)
+        g_idx[k] = ng - 1;
+    char desc[128];
+    snprintf(desc, sizeof desc, "partial word: f16 w4 g%d %s K=60 N=64", G, act ? "act" : "static");
+    wna16_weight *w = NULL;
+    if (wna16_prepare(&w, b, qweight, qzeros, scales, g_idx, K, N, BITS, 1)) {
+        printf("FAIL %s: prepare: %s\n", desc, llmq_last_error());
+        n_fail++;
+    } else {
+        static const int Ms[] = {1, 3, 17}, paths[] = {WNA16_GEMV, WNA16_MMA, WNA16_AUTO};
+        for (int mi = 0; mi < 3; mi++) {
+            const int M = Ms[mi];
+            float *x = xmalloc((size_t)M * KP * sizeof *x), *yr = xmalloc((size_t)M * N * sizeof *yr),
+                  *yg = xmalloc((size_t)M * N * sizeof *yg);
+            for (int m = 0; m < M; m++)
+                for (int k = 0; k < KP; k++)
+                    x[(size_t)m * KP + k] = k < K ? nrand() : 0.0f;
+            llmq_round_through(x, (size_t)M * KP, b->dt);
+            if (wna16_gemm_ref(x, qweight, qzeros, scales, g_idx, M, KP, N, BITS, 1, yr)) {
+                fprintf(stderr, "ref: %s\n", llmq_last_error());
+                exit(2);
+            }
+            for (int m = 0; m < M; m++) /* x [M, 60] for the GPU */
+                memmove(x + (size_t)m * K, x + (size_t)m * KP, K * sizeof *x);
+            void *dx = dev_upload(b, x, (size_t)M * K), *dy = b->alloc(b, (size_t)M * N * llmq_dtype_size(b->dt));
+            for (int p = 0; p < 3; p++) {
+                char what[200];
+                snprintf(what, sizeof what, "%s M=%d %s", desc, M, path_name(paths[p]));
+                poison(b, dy, (size_t)M * N);
+                if (wna16_linear_path(w, b, dy, dx, M, paths[p]) || b->download_f32(b, yg, dy, b->dt, (size_t)M * N)) {
+                    printf("FAIL %s: %s\n", what, llmq_last_error());
+                    n_fail++;
+                    continue;
+                }
+                const double err = rel_l2(yg, yr, (size_t)M * N);
+                report(err < 2e-3, what, err);
+            }
+            b->free(b, dx);
+            b->free(b, dy);
+            free(x);
+            free(yr);
+            free(yg);
+        }
+        wna16_free(w);
+    }
+    free(qweight);
+    free(qzeros);
+    free(scales);
+    free(g_idx);
+}
+
 static void check_errors(llmq_backend *b)
 {
     gptq_t t = {0};
@@ -377,8 +458,6 @@ static void check_errors(llmq_backend *b)
     wna16_weight *w = NULL;
     report(wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 64, 64, 3, 0) != 0 && !w,
            "error: bits 3 refused", 0);
-    report(wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 60, 64, 4, 0) != 0 && !w,
-           "error: K=60 at 4 bits refused", 0);
     t.g_idx[5] = -1;
     report(wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 64, 64, 4, 0) != 0 && !w,
            "error: negative g_idx refused", 0);
@@ -440,19 +519,25 @@ int main(int argc, char **argv)
     /* The GEMV kernel's other code paths, under several tunings (default;
      * a one-stage ring refilled per stage; one K slice, no cluster, no PDL;
      * the deepest split; a 3-slice cluster with W rounded before the mma;
-     * scales by ordinary loads with a deep ring; round 1's configuration):
+     * scales by ordinary loads with a deep ring; round 1's configuration;
+     * all of these with round 3's opt-in refill by the last warp out and
+     * zero folded into the group sums; then the defaults (round 2's block
+     * barrier and per-pair zero); a 4-stage ring refilled by the last warp;
+     * a 2-slice cluster with the barrier and the fold):
      * a short last tile group (N = 200, 40, 52: not multiples of 64), K not
      * a multiple of the chunk (1000, 172), M across the 8- and 16-row tiles. */
     static const wna16_gemv_tuning tunes[] = {
-        {0, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 0}, {1, 0, 0, 1, 0, 0}, {8, 64, 1, 0, 0, 0},
-        {3, 0, 2, 1, 1, 0}, {0, 0, 8, 0, 0, 1}, {0, 0, 8, 0, 1, 1},
+        {0, 0, 0, 0, 0, 0, 1, 1}, {0, 0, 1, 0, 0, 0, 1, 1}, {1, 0, 0, 1, 0, 0, 1, 1}, {8, 64, 1, 0, 0, 0, 1, 1},
+        {3, 0, 2, 1, 1, 0, 1, 1}, {0, 0, 8, 0, 0, 1, 1, 1}, {0, 0, 8, 0, 1, 1, 1, 1}, {0, 0, 0, 0, 0, 0, 0, 0},
+        {0, 0, 4, 0, 0, 0, 1, 1}, {2, 0, 3, 0, 0, 0, 0, 1},
     };
     static const int gemv_only[] = {WNA16_GEMV};
     for (int ti = 0; ti < (int)(sizeof tunes / sizeof tunes[0]); ti++) {
         const wna16_gemv_tuning *tu = &tunes[ti];
         printf("-- gemv tuning: ksplit_max %d, blocks_per_sm %d, stages_max %d, no_pdl %d, exact_dequant %d, "
-               "meta_loads %d\n",
-               tu->ksplit_max, tu->blocks_per_sm, tu->stages_max, tu->no_pdl, tu->exact_dequant, tu->meta_loads);
+               "meta_loads %d, refill_last_warp %d, zero_fold %d\n",
+               tu->ksplit_max, tu->blocks_per_sm, tu->stages_max, tu->no_pdl, tu->exact_dequant, tu->meta_loads,
+               tu->refill_last_warp, tu->zero_fold);
         wna16_gemv_tune(tu);
         run_case(f16, (cfg){0, 0, 1000, 200, 4, 128, 1, 0, 0}, (const int[]){1, 9, 16, 33}, 4, gemv_only, 1, 0);
         run_case(f16, (cfg){1, 0, 512, 40, 4, 64, 0, 1, 1}, (const int[]){1, 5}, 2, gemv_only, 1, 0);
@@ -495,6 +580,8 @@ int main(int argc, char **argv)
 
 seams:
     check_forward(f16);
+    check_partial_word(f16, 32, 0);
+    check_partial_word(f16, -1, 1);
     check_errors(f16);
 
     bf16->destroy(bf16);

@@ -3,7 +3,9 @@
 # (test_wna16, every path against the C reference), optionally the GEMV
 # tuning sweep, the benchmark, and memcheck on the small cases; a short
 # summary last. Binaries are built elsewhere (see kernels/WNA16_NOTES.md).
-# usage: tests/gpu/wna16_device.sh BIN_DIR OUT_DIR [sweep]
+# usage: tests/gpu/wna16_device.sh BIN_DIR OUT_DIR [sweep|sweep1]
+#   sweep:  sweep + bench twice + ncu + memcheck (round 2: ~8 min)
+#   sweep1: sweep + bench once + memcheck (round 3: one call of <= 5 min)
 set -uo pipefail
 B=$1; OUT=$2; MODE=${3:-}
 mkdir -p "$OUT"
@@ -24,16 +26,18 @@ timeout 100 "$B/test_wna16" > "$OUT/test_wna16.log" 2>&1; rc=$?
 say "== test_wna16: rc=$rc ($(( $(date +%s) - t0 )) s): $(tail -n 1 "$OUT/test_wna16.log")"
 grep -E "^FAIL|error|Error" "$OUT/test_wna16.log" | head -n 20 | tee -a "$S"
 grep -E "^ok.*gemv" "$OUT/test_wna16.log" | awk '{for(i=1;i<=NF;i++) if($i ~ /^err=/){sub("err=","",$i); if($i+0>m) m=$i+0}} END {print "max gemv err (f16+bf16 mixed):", m}' | tee -a "$S"
+grep -E "^ok.*f16 .*gemv" "$OUT/test_wna16.log" | grep -v bf16 | awk '{for(i=1;i<=NF;i++) if($i ~ /^err=/){sub("err=","",$i); if($i+0>m) m=$i+0}} END {print "max gemv err f16:", m}' | tee -a "$S"
+grep -E "partial word" "$OUT/test_wna16.log" | head -n 3 | tee -a "$S"
 if [ $rc -eq 124 ]; then say "test_wna16 timed out: stopping (a hang?)"; exit 1; fi
 
-if [ "$MODE" = sweep ]; then
+case "$MODE" in sweep|sweep1)
   t0=$(date +%s)
-  timeout 80 "$B/bench_wna16" 20 sweep > "$OUT/sweep.log" 2>&1; rc=$?
-  say "== bench_wna16 sweep: rc=$rc ($(( $(date +%s) - t0 )) s)"
-fi
+  timeout ${SWEEP_S:-80} stdbuf -oL "$B/bench_wna16" ${SWEEP_REPS:-20} sweep > "$OUT/sweep.log" 2>&1; rc=$?
+  say "== bench_wna16 sweep: rc=$rc ($(( $(date +%s) - t0 )) s)";;
+esac
 
 t0=$(date +%s)
-timeout 120 "$B/bench_wna16" ${REPS:-30} > "$OUT/bench.log" 2>&1; rc=$?
+timeout ${BENCH_S:-120} stdbuf -oL "$B/bench_wna16" ${REPS:-30} > "$OUT/bench.log" 2>&1; rc=$?
 say "== bench_wna16: rc=$rc ($(( $(date +%s) - t0 )) s)"
 if [ "$MODE" = sweep ]; then # the same again: the run-to-run spread of each number
   timeout 120 "$B/bench_wna16" ${REPS:-30} > "$OUT/bench2.log" 2>&1; rc=$?
@@ -55,9 +59,9 @@ if command -v ncu > /dev/null && [ "$MODE" = sweep ]; then
   done
 fi
 
-if command -v compute-sanitizer > /dev/null && [ "$MODE" = sweep ]; then
+if command -v compute-sanitizer > /dev/null && { [ "$MODE" = sweep ] || [ "$MODE" = sweep1 ]; }; then
   t0=$(date +%s)
-  timeout 45 compute-sanitizer --tool memcheck "$B/test_wna16" small > "$OUT/memcheck.log" 2>&1; rc=$?
+  timeout ${MEMCHECK_S:-45} compute-sanitizer --tool memcheck "$B/test_wna16" small > "$OUT/memcheck.log" 2>&1; rc=$?
   say "== memcheck test_wna16 small: rc=$rc ($(( $(date +%s) - t0 )) s): $(grep -E 'passed|ERROR SUMMARY' "$OUT/memcheck.log" | tr '\n' ' ')"
 fi
 
