@@ -15,6 +15,12 @@ extern "C" {
  * operations. */
 void *llmq_cuda_stream(llmq_backend *b);
 
+/* Benchmark knob of the int8 KV-cache decode attention (kernels/kv_cache.cu):
+ * 0 = the fp32 kernel, 1 = the tensor-core kernel with 16 keys per warp
+ * step, 2 = 32 keys, 3 (default) = 16 keys with the next step's loads in
+ * flight. Process-wide, not thread-safe; -1 for other values. */
+int llmq_kv8_tune(int mode);
+
 #ifdef __cplusplus
 }
 #endif

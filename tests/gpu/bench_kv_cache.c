@@ -256,8 +256,11 @@ static struct result measure(int batch, int ctx, int n_kv, double copy_gbs)
 
 int main(int argc, char **argv)
 {
+    /* usage: bench_kv_cache [REPS [KV8_MODE]] (KV8_MODE: llmq_kv8_tune) */
     if (argc > 1)
         reps = atoi(argv[1]) > 2 ? atoi(argv[1]) : 3;
+    if (argc > 2 && llmq_kv8_tune(atoi(argv[2])))
+        die("kv8 mode");
     if (!llmq_cuda_available()) {
         printf("skipped: no GPU\n");
         return 77;

@@ -3,7 +3,7 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | bench | 7b | all (default) | graphs. Results: OUT_DIR/summary.txt.
+# PART: checks | bench | 7b | all (default) | graphs | kv. Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
 mkdir -p "$OUT"
@@ -30,6 +30,18 @@ if [ "$PART" = bench ] || [ "$PART" = all ]; then
   TAIL=40 step bench_wna16 "$B/tests/bench_wna16"
 fi
 [ "$PART" = checks ] || [ "$PART" = bench ] && exit 0
+if [ "$PART" = kv ]; then
+  # The int8 KV cache after the tensor-core decode kernel: its checks, the
+  # kernel bench, and long-context decode of the 7B shape (graphs on).
+  TAIL=2 step test_kv_cache "$B/tests/test_kv_cache"
+  TAIL=14 step bench_kv_cache "$B/tests/bench_kv_cache" 20
+  TAIL=3 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  step synth_7b "$B/tests/make_synth_model" --out /tmp/s7b --preset 7b --tokenizer "$D/tokenizers/llama-spm" --quiet
+  LONG="--text $WK --decode --device cuda --dtype f16 --quiet --decode-batch 16,64 --prompt 1024 --steps 32"
+  TAIL=3 step decode7b_long_kv_float "$B/llmq-eval" --model /tmp/s7b $LONG
+  TAIL=3 step decode7b_long_kv_int8 "$B/llmq-eval" --model /tmp/s7b --real --kv int8 $LONG
+  exit 0
+fi
 if [ "$PART" = graphs ]; then
   # Decode steps replayed as CUDA graphs vs launched from the host. The
   # full 7B shape in fp16; the quantized schemes on an 8-layer slice of it

@@ -425,6 +425,9 @@ static const struct shape shapes[] = {
     {2, 1, 100, 6, 3, 96, 0},
     {16, 1, 5000, 8, 4, 64, 0},
     {2, 1, 1000, 16, 2, 128, 0}, /* GQA 8: a full row tile */
+    {2, 1, 3000, 4, 4, 256, 0},  /* int8: the tensor-core kernel at head_dim 256 */
+    {5, 1, 777, 3, 3, 128, 0},   /* ... a partial last step */
+    {2, 1, 700, 2, 2, 128, 1},   /* ... misaligned: the fp32 kernel */
     /* chunks of n > 1 queries */
     {1, 3, 0, 4, 4, 8, 0},
     {3, 3, 100, 8, 4, 128, 0},
@@ -446,6 +449,7 @@ static const struct shape shapes[] = {
     {1, 1, 20000, 4, 2, 128, 0},
     {1, 3, 24999, 8, 2, 128, 0},
     {1, 1, 32767, 2, 2, 64, 0},
+    {1, 1, 32767, 2, 2, 128, 0},
 };
 
 int main(void)
