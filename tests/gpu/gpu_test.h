@@ -16,91 +16,9 @@
 
 #ifndef GT_PROG
 #define GT_PROG "gpu test"
-/* ---- buffers of a backend (tests comparing the CUDA backend with the CPU) ---- */
-
-/* n floats from the host, in backend g's memory as dt; NULL on failure. */
-static inline void *gt_dev_from(llmq_backend *g, const float *h, size_t n, llmq_dtype dt)
-{
-    void *d = g->alloc(g, (n ? n : 1) * llmq_dtype_size(dt));
-    if (d && n && g->upload(g, d, dt, h, LLMQ_F32, n) != 0) {
-        g->free(g, d);
-        return NULL;
-    }
-    return d;
-}
-
-/* n NaNs as dt: an output buffer in which every unwritten element shows. */
-static inline void *gt_dev_nan(llmq_backend *g, size_t n, llmq_dtype dt)
-{
-    float *h = (float *)xmalloc((n ? n : 1) * sizeof *h);
-    for (size_t i = 0; i < n; i++)
-        h[i] = NAN;
-    void *d = gt_dev_from(g, h, n, dt);
-    free(h);
-    return d;
-}
-
-/* n elements of dt back to the host as floats (malloc'd); NULL on failure. */
-static inline float *gt_host_from(llmq_backend *g, const void *d, size_t n, llmq_dtype dt)
-{
-    float *h = (float *)xmalloc((n ? n : 1) * sizeof *h);
-    if (g->download_f32(g, h, d, dt, n) != 0) {
-        free(h);
-        return NULL;
-    }
-    return h;
-}
-
-static inline void gt_dfree(llmq_backend *g, void *d)
-{
-    if (d)
-        g->free(g, d);
-}
-
 #endif
 #ifndef GT_SEED
 #define GT_SEED 0x2545F4914F6CDD1Dull
-/* ---- buffers of a backend (tests comparing the CUDA backend with the CPU) ---- */
-
-/* n floats from the host, in backend g's memory as dt; NULL on failure. */
-static inline void *gt_dev_from(llmq_backend *g, const float *h, size_t n, llmq_dtype dt)
-{
-    void *d = g->alloc(g, (n ? n : 1) * llmq_dtype_size(dt));
-    if (d && n && g->upload(g, d, dt, h, LLMQ_F32, n) != 0) {
-        g->free(g, d);
-        return NULL;
-    }
-    return d;
-}
-
-/* n NaNs as dt: an output buffer in which every unwritten element shows. */
-static inline void *gt_dev_nan(llmq_backend *g, size_t n, llmq_dtype dt)
-{
-    float *h = (float *)xmalloc((n ? n : 1) * sizeof *h);
-    for (size_t i = 0; i < n; i++)
-        h[i] = NAN;
-    void *d = gt_dev_from(g, h, n, dt);
-    free(h);
-    return d;
-}
-
-/* n elements of dt back to the host as floats (malloc'd); NULL on failure. */
-static inline float *gt_host_from(llmq_backend *g, const void *d, size_t n, llmq_dtype dt)
-{
-    float *h = (float *)xmalloc((n ? n : 1) * sizeof *h);
-    if (g->download_f32(g, h, d, dt, n) != 0) {
-        free(h);
-        return NULL;
-    }
-    return h;
-}
-
-static inline void gt_dfree(llmq_backend *g, void *d)
-{
-    if (d)
-        g->free(g, d);
-}
-
 #endif
 
 /* xorshift64*: fast, deterministic, good enough for test data. */
