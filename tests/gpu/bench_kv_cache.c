@@ -36,6 +36,7 @@
 #define GT_PROG "bench_kv_cache"
 #define GT_SEED 0x94D049BB133111EBull
 #include "tests/gpu/gpu_test.h"
+#include "tests/gpu/gpu_bench.h"
 
 #define MAXC 64                   /* cache copies at most */
 #define ROT_BYTES ((size_t)512 << 20) /* bytes of cache copies rotated through */
@@ -46,57 +47,6 @@
 static llmq_backend *g;
 static cudaStream_t stream;
 static int reps = 30;
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-typedef int (*call_fn)(void *arg, int i);
-
-/* One pass = fn(arg, i) for i < ncopies. Median ms per call. */
-static float time_calls(call_fn fn, void *arg, int ncopies)
-{
-    cudaEvent_t ev[2];
-    float *ms = xmalloc((size_t)reps * sizeof *ms);
-    for (int w = 0; w < 3; w++)
-        for (int i = 0; i < ncopies; i++)
-            if (fn(arg, i))
-                die("warm-up");
-    cuda_ok(cudaEventCreate(&ev[0]), "event");
-    cuda_ok(cudaEventCreate(&ev[1]), "event");
-    for (int r = 0; r < reps; r++) {
-        cuda_ok(cudaEventRecord(ev[0], stream), "record");
-        for (int i = 0; i < ncopies; i++)
-            if (fn(arg, i))
-                die("run");
-        cuda_ok(cudaEventRecord(ev[1], stream), "record");
-        cuda_ok(cudaEventSynchronize(ev[1]), "sync");
-        cuda_ok(cudaEventElapsedTime(&ms[r], ev[0], ev[1]), "elapsed");
-        ms[r] /= (float)ncopies;
-    }
-    cuda_ok(cudaEventDestroy(ev[0]), "event");
-    cuda_ok(cudaEventDestroy(ev[1]), "event");
-    qsort(ms, (size_t)reps, sizeof *ms, cmp_float);
-    float med = ms[reps / 2];
-    free(ms);
-    return med;
-}
-
-/* ---- the device copy ceiling ---- */
-
-struct copy_arg {
-    void *dst, *src;
-    size_t n;
-};
-
-static int run_copy(void *a, int i)
-{
-    (void)i;
-    struct copy_arg *c = a;
-    return cudaMemcpyAsync(c->dst, c->src, c->n, cudaMemcpyDeviceToDevice, stream) == cudaSuccess ? 0 : -1;
-}
 
 /* ---- caches ---- */
 
@@ -237,7 +187,7 @@ static struct result measure(int batch, int ctx, int n_kv, double copy_gbs)
     for (int kv8 = 0; kv8 <= 1; kv8++) {
         struct bench B = {.batch = batch, .ctx = ctx, .n_kv = n_kv, .kv8 = kv8};
         load(&B);
-        const float ms = time_calls(run_attn, &B, B.ncopies);
+        const float ms = gb_time_calls(stream, run_attn, &B, B.ncopies, reps, 0);
         check_out(&B);
         const double bytes = 2.0 * (double)(cache_bytes(&B) + scale_bytes(&B));
         const double gbs = bytes / (ms * 1e-3) / 1e9;
@@ -276,15 +226,7 @@ int main(int argc, char **argv)
     printf("bench_kv_cache %s: %s, %d SMs, L2 %d MB, reps %d\n", date, prop.name, prop.multiProcessorCount,
            prop.l2CacheSize >> 20, reps);
 
-    struct copy_arg ca = {.n = (size_t)1 << 30};
-    ca.src = dalloc(ca.n);
-    ca.dst = dalloc(ca.n);
-    cuda_ok(cudaMemsetAsync(ca.src, 0x3C, ca.n, stream), "memset");
-    const float cms = time_calls(run_copy, &ca, 1);
-    const double copy_gbs = 2.0 * (double)ca.n / (cms * 1e-3) / 1e9;
-    printf("copy D2D 1 GiB: %.3f ms, %.0f GB/s (read + write)\n\n", cms, copy_gbs);
-    g->free(g, ca.src);
-    g->free(g, ca.dst);
+    const double copy_gbs = gb_copy_gbs(stream, reps);
 
     make_blocks();
     printf("decode attention_kv, n = 1, head_dim %d, fp16 q/out; us per call, MB of cache read (K + V + scales),\n"

@@ -45,6 +45,7 @@
 #define GT_PROG "bench_wna16"
 #define GT_SEED 0x2545F4914F6CDD1Dull
 #include "tests/gpu/gpu_test.h"
+#include "tests/gpu/gpu_bench.h"
 
 #define MAXC 64             /* copies of a weight at most */
 #define ROT_BYTES (512u << 20) /* bytes of weight copies rotated through */
@@ -52,74 +53,6 @@
 static llmq_backend *g;
 static cudaStream_t stream;
 static int reps = 30;
-static int use_graph = 1; /* time graph replays of a pass (else host launches) */
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* One pass = fn(arg, i) for i < ncopies. Median ms per call. */
-typedef int (*call_fn)(void *arg, int i);
-
-static float time_calls(call_fn fn, void *arg, int ncopies)
-{
-    cudaEvent_t ev[2];
-    cudaGraphExec_t exec = NULL;
-    float *ms = xmalloc((size_t)reps * sizeof *ms);
-    for (int w = 0; w < 3; w++)
-        for (int i = 0; i < ncopies; i++)
-            if (fn(arg, i))
-                die("warm-up");
-    if (use_graph) {
-        cudaGraph_t graph;
-        cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
-        for (int i = 0; i < ncopies; i++)
-            if (fn(arg, i))
-                die("capture");
-        cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
-        cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-        cudaGraphDestroy(graph);
-        cuda_ok(cudaGraphLaunch(exec, stream), "graph warm-up");
-    }
-    cuda_ok(cudaEventCreate(&ev[0]), "event");
-    cuda_ok(cudaEventCreate(&ev[1]), "event");
-    for (int r = 0; r < reps; r++) {
-        cuda_ok(cudaEventRecord(ev[0], stream), "record");
-        if (exec)
-            cuda_ok(cudaGraphLaunch(exec, stream), "graph");
-        else
-            for (int i = 0; i < ncopies; i++)
-                if (fn(arg, i))
-                    die("run");
-        cuda_ok(cudaEventRecord(ev[1], stream), "record");
-        cuda_ok(cudaEventSynchronize(ev[1]), "sync");
-        cuda_ok(cudaEventElapsedTime(&ms[r], ev[0], ev[1]), "elapsed");
-        ms[r] /= (float)ncopies;
-    }
-    cudaEventDestroy(ev[0]);
-    cudaEventDestroy(ev[1]);
-    if (exec)
-        cudaGraphExecDestroy(exec);
-    qsort(ms, (size_t)reps, sizeof *ms, cmp_float);
-    float med = ms[reps / 2];
-    free(ms);
-    return med;
-}
-
-/* ---- the device copy ceiling ---- */
-
-struct copy_arg {
-    void *dst, *src;
-    size_t n;
-};
-static int run_copy(void *a, int i)
-{
-    (void)i;
-    struct copy_arg *c = a;
-    return cudaMemcpyAsync(c->dst, c->src, c->n, cudaMemcpyDeviceToDevice, stream) == cudaSuccess ? 0 : -1;
-}
 
 /* ---- products ---- */
 
@@ -269,7 +202,7 @@ static void sweep(double copy_gbs)
                 B.M = Ms[mi];
                 for (int v = 0; v < nvar; v++) {
                     wna16_gemv_tune(&var[v].t);
-                    res[s][bi][mi][v] = time_calls(run_q, &B, B.nq);
+                    res[s][bi][mi][v] = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
                     const double gbs = (double)(cb + pb) / (res[s][bi][mi][v] * 1e-3) / 1e9;
                     printf("sweep %5d->%-5d w%d M=%-2d %-12s %8.2f us %6.0f GB/s %5.1f%%\n", B.K, B.N, bitsv[bi], B.M,
                            var[v].name, res[s][bi][mi][v] * 1e3, gbs, 100.0 * gbs / copy_gbs);
@@ -351,20 +284,7 @@ int main(int argc, char **argv)
     printf("bench_wna16 %s: %s, %d SMs, L2 %d MB, reps %d\n", date, prop.name, prop.multiProcessorCount,
            prop.l2CacheSize >> 20, reps);
 
-    /* Copy ceiling. */
-    struct copy_arg ca = {.n = (size_t)1 << 30};
-    ca.src = g->alloc(g, ca.n);
-    ca.dst = g->alloc(g, ca.n);
-    if (!ca.src || !ca.dst)
-        die("alloc");
-    cuda_ok(cudaMemsetAsync(ca.src, 0x3C, ca.n, stream), "memset"); /* not zeros; a copy ignores values anyway */
-    use_graph = 0;
-    float cms = time_calls(run_copy, &ca, 1);
-    use_graph = 1;
-    const double copy_gbs = 2.0 * (double)ca.n / (cms * 1e-3) / 1e9;
-    printf("copy D2D 1 GiB: %.3f ms, %.0f GB/s (read + write)\n\n", cms, copy_gbs);
-    g->free(g, ca.src);
-    g->free(g, ca.dst);
+    const double copy_gbs = gb_copy_gbs(stream, reps);
     if (do_sweep) {
         sweep(copy_gbs);
         g->destroy(g);
@@ -396,15 +316,13 @@ int main(int argc, char **argv)
             for (int mi = 0; mi < NDM; mi++) {
                 B.M = decode_M[mi];
                 B.path = WNA16_GEMV;
-                const float tg = time_calls(run_q, &B, B.nq);
-                use_graph = 0;
-                const float tl = time_calls(run_q, &B, B.nq);
-                use_graph = 1;
+                const float tg = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                const float tl = gb_time_calls(stream, run_q, &B, B.nq, reps, 0); /* host launches */
                 B.path = WNA16_MMA;
-                const float tm = time_calls(run_q, &B, B.nq);
+                const float tm = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
                 const double gbs = (double)(cb + pb) / (tg * 1e-3) / 1e9;
                 if (c == 0)
-                    td[mi] = time_calls(run_dense, &B, B.nd);
+                    td[mi] = gb_time_calls(stream, run_dense, &B, B.nd, reps, 1);
                 const double dgbs = (double)B.N * B.K * 2 / (td[mi] * 1e-3) / 1e9;
                 snprintf(lines[s][c][mi], sizeof lines[s][c][mi],
                          "%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f | %8.2f %7.0f | %6.2fx", sh, cfgs[c].name,
@@ -422,17 +340,17 @@ int main(int argc, char **argv)
                 for (int i = 0; i < B.nq; i++)
                     wna16_set_scratch(B.q[i], scratch, (size_t)B.N * B.K * 2);
                 B.path = WNA16_AUTO;
-                const float tq = time_calls(run_dequant, &B, B.nq);
+                const float tq = gb_time_calls(stream, run_dequant, &B, B.nq, reps, 1);
                 printf("%-13s dequantize to fp16: %.1f us (%.0f GB/s written + read)\n", sh, tq * 1e3,
                        ((double)B.N * B.K * 2 + (double)(cb + pb)) / (tq * 1e-3) / 1e9);
                 for (int mi = 0; mi < 2; mi++) {
                     B.M = prefill_M[mi];
                     const double flop = 2.0 * B.M * B.K * B.N;
                     B.path = WNA16_MMA;
-                    const float tm = time_calls(run_q, &B, B.nq);
+                    const float tm = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
                     B.path = WNA16_SCRATCH;
-                    const float ts = time_calls(run_q, &B, B.nq);
-                    const float tdd = time_calls(run_dense, &B, B.nd);
+                    const float ts = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                    const float tdd = gb_time_calls(stream, run_dense, &B, B.nd, reps, 1);
                     printf("%-13s prefill M=%d: mma %.1f us (%.0f TFLOP/s), scratch %.1f us (%.0f), "
                            "cuBLAS fp16 %.1f us (%.0f); speedup mma %.2fx, scratch %.2fx\n",
                            sh, B.M, tm * 1e3, flop / (tm * 1e-3) / 1e12, ts * 1e3, flop / (ts * 1e-3) / 1e12, tdd * 1e3,
