@@ -103,4 +103,19 @@ static inline void gt_dfree(llmq_backend *g, void *d)
         g->free(g, d);
 }
 
+/* ||got - ref|| / ||ref|| in double (||got - ref|| when ref is all zero);
+ * NaN as soon as got holds a non-finite value. */
+static inline double gt_rel_l2(const float *got, const float *ref, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return NAN;
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
 #endif

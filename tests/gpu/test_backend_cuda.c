@@ -55,19 +55,6 @@ static float *randn(size_t n, float scale)
 
 /* ---- comparison and reporting ---- */
 
-static double rel_l2(const float *got, const float *ref, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(got[i]))
-            return NAN;
-        double d = (double)got[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
-
 /* Threshold by storage type; `loose` for attention and nll in F32. */
 static double thr(int loose)
 {
@@ -126,7 +113,7 @@ static void check_transfer(llmq_dtype src_dt, size_t n)
     memset(src, 0xff, n * llmq_dtype_size(src_dt)); /* upload must not read src after returning */
     got = gt_host_from(gpu, d, n, g_dt);
     TRY("upload", shape, got ? 0 : -1);
-    report("upload", shape, rel_l2(got, want, n), 0.0); /* conversion is exact: both round to nearest even */
+    report("upload", shape, gt_rel_l2(got, want, n), 0.0); /* conversion is exact: both round to nearest even */
 done:
     free(x), free(want), free(got), free(src);
     gt_dfree(gpu, d);
@@ -149,7 +136,7 @@ static void check_embed(int rows, int dim)
     TRY("embed", shape, gpu->embed(gpu, dout, dt_, dids, rows, dim));
     got = gt_host_from(gpu, dout, (size_t)rows * dim, g_dt);
     TRY("embed", shape, got ? 0 : -1);
-    report("embed", shape, rel_l2(got, ref, (size_t)rows * dim), 0.0); /* a copy */
+    report("embed", shape, gt_rel_l2(got, ref, (size_t)rows * dim), 0.0); /* a copy */
 done:
     free(table), free(ref), free(got), free(ids);
     gt_dfree(gpu, dt_), gt_dfree(gpu, dout), gt_dfree(gpu, dids);
@@ -170,7 +157,7 @@ static void check_rmsnorm(int rows, int dim)
     TRY("rmsnorm", shape, gpu->rmsnorm(gpu, dout, dx, dw, rows, dim, 1e-5f));
     got = gt_host_from(gpu, dout, n, g_dt);
     TRY("rmsnorm", shape, got ? 0 : -1);
-    report("rmsnorm", shape, rel_l2(got, ref, n), thr(0));
+    report("rmsnorm", shape, gt_rel_l2(got, ref, n), thr(0));
 done:
     free(x), free(w), free(ref), free(got);
     gt_dfree(gpu, dx), gt_dfree(gpu, dw), gt_dfree(gpu, dout);
@@ -190,7 +177,7 @@ static void check_linear(int rows, int in, int out, int with_bias)
     TRY("linear", shape, gpu->linear(gpu, dy, dx, dw, with_bias ? db : NULL, rows, in, out));
     got = gt_host_from(gpu, dy, ny, g_dt);
     TRY("linear", shape, got ? 0 : -1);
-    report("linear", shape, rel_l2(got, ref, ny), thr(0));
+    report("linear", shape, gt_rel_l2(got, ref, ny), thr(0));
 done:
     free(x), free(w), free(bias), free(ref), free(got);
     gt_dfree(gpu, dx), gt_dfree(gpu, dw), gt_dfree(gpu, db), gt_dfree(gpu, dy);
@@ -221,10 +208,32 @@ static void check_rope(int rows, int seq, int heads, int hd)
     TRY("rope", shape, gpu->rope(gpu, dx, dtab, rows, seq, heads, hd));
     got = gt_host_from(gpu, dx, n, g_dt);
     TRY("rope", shape, got ? 0 : -1);
-    report("rope", shape, rel_l2(got, x, n), thr(0));
+    report("rope", shape, gt_rel_l2(got, x, n), thr(0));
 done:
     free(x), free(tab), free(got);
     gt_dfree(gpu, dx), gt_dfree(gpu, dtab);
+}
+
+/* rope_at: positions pos + r % seq with pos read from backend memory (the
+ * decode graphs' path), against the CPU's rope_at. */
+static void check_rope_at(int rows, int seq, int heads, int hd, int pos)
+{
+    char shape[96];
+    snprintf(shape, sizeof shape, "rows=%d seq=%d heads=%d hd=%d pos=%d", rows, seq, heads, hd, pos);
+    size_t n = (size_t)rows * heads * hd;
+    float *x = randn(n, 1.0f), *tab = rope_table(pos + seq, hd), *got = NULL;
+    int32_t *dpos = gpu->alloc(gpu, sizeof(int32_t));
+    void *dx = gt_dev_from(gpu, x, n, g_dt), *dtab = gt_dev_from(gpu, tab, (size_t)(pos + seq) * hd, LLMQ_F32);
+    TRY("rope_at", shape, dx && dtab && dpos ? 0 : -1);
+    TRY("rope_at", shape, gpu->upload_bytes(gpu, dpos, &pos, sizeof pos));
+    TRY("rope_at", shape, cpu->rope_at(cpu, x, tab, &pos, rows, seq, heads, hd));
+    TRY("rope_at", shape, gpu->rope_at(gpu, dx, dtab, dpos, rows, seq, heads, hd));
+    got = gt_host_from(gpu, dx, n, g_dt);
+    TRY("rope_at", shape, got ? 0 : -1);
+    report("rope_at", shape, gt_rel_l2(got, x, n), thr(0));
+done:
+    free(x), free(tab), free(got);
+    gt_dfree(gpu, dx), gt_dfree(gpu, dtab), gt_dfree(gpu, dpos);
 }
 
 static void check_attention(int batch, int seq, int heads, int kv, int hd)
@@ -241,7 +250,7 @@ static void check_attention(int batch, int seq, int heads, int kv, int hd)
     TRY("attention", shape, gpu->attention(gpu, dout, dq, dk, dv, batch, seq, heads, kv, hd));
     got = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention", shape, got ? 0 : -1);
-    report("attention", shape, rel_l2(got, ref, nq), thr(1));
+    report("attention", shape, gt_rel_l2(got, ref, nq), thr(1));
     /* Same inputs again into a fresh poisoned buffer: a result that moves
      * between runs is a race. */
     gt_dfree(gpu, dout);
@@ -250,7 +259,7 @@ static void check_attention(int batch, int seq, int heads, int kv, int hd)
     TRY("attention-repeat", shape, gpu->attention(gpu, dout, dq, dk, dv, batch, seq, heads, kv, hd));
     again = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention-repeat", shape, again ? 0 : -1);
-    report("attention-repeat", shape, rel_l2(again, got, nq), 0.0);
+    report("attention-repeat", shape, gt_rel_l2(again, got, nq), 0.0);
 done:
     free(q), free(k), free(v), free(ref), free(got), free(again);
     gt_dfree(gpu, dq), gt_dfree(gpu, dk), gt_dfree(gpu, dv), gt_dfree(gpu, dout);
@@ -267,7 +276,7 @@ static void check_silu_add(size_t n)
     TRY("silu_mul", shape, gpu->silu_mul(gpu, dout, dg, du, n));
     got = gt_host_from(gpu, dout, n, g_dt);
     TRY("silu_mul", shape, got ? 0 : -1);
-    report("silu_mul", shape, rel_l2(got, ref, n), thr(0));
+    report("silu_mul", shape, gt_rel_l2(got, ref, n), thr(0));
     free(got);
     got = NULL;
     /* add in place: g += u */
@@ -275,7 +284,7 @@ static void check_silu_add(size_t n)
     TRY("add", shape, gpu->add(gpu, dg, du, n));
     got = gt_host_from(gpu, dg, n, g_dt);
     TRY("add", shape, got ? 0 : -1);
-    report("add", shape, rel_l2(got, g, n), thr(0));
+    report("add", shape, gt_rel_l2(got, g, n), thr(0));
 done:
     free(g), free(u), free(ref), free(got);
     gt_dfree(gpu, dg), gt_dfree(gpu, du), gt_dfree(gpu, dout);
@@ -316,7 +325,7 @@ static void check_col_absmax(int rows, int cols)
     TRY("col_absmax", shape, gpu->col_absmax(gpu, da, dx, rows, cols));
     got = gt_host_from(gpu, da, cols, LLMQ_F32);
     TRY("col_absmax", shape, got ? 0 : -1);
-    report("col_absmax", shape, rel_l2(got, amax, cols), 0.0); /* maxima of identical values: exact */
+    report("col_absmax", shape, gt_rel_l2(got, amax, cols), 0.0); /* maxima of identical values: exact */
 done:
     free(x), free(amax), free(got);
     gt_dfree(gpu, dx), gt_dfree(gpu, da);
@@ -349,10 +358,10 @@ static void check_act_stats(int rows, int cols, int which)
     gr = gt_host_from(gpu, dr, rows, LLMQ_F32);
     TRY("act_stats", shape, ga && gs && gr ? 0 : -1);
     /* Unrequested outputs stay as they were (rmax: NaN, compared bitwise below). */
-    report("act_stats col_amax", shape, rel_l2(ga, amax, cols), 0.0);
-    report("act_stats col_abssum", shape, rel_l2(gs, sum, cols), 1e-5); /* fp32 sums of identical values */
+    report("act_stats col_amax", shape, gt_rel_l2(ga, amax, cols), 0.0);
+    report("act_stats col_abssum", shape, gt_rel_l2(gs, sum, cols), 1e-5); /* fp32 sums of identical values */
     if (which & 4)
-        report("act_stats row_amax", shape, rel_l2(gr, rmax, rows), 0.0);
+        report("act_stats row_amax", shape, gt_rel_l2(gr, rmax, rows), 0.0);
     else
         report("act_stats row_amax untouched", shape, memcmp(gr, rmax, rows * sizeof(float)) ? 1.0 : 0.0, 0.0);
 done:
@@ -375,7 +384,7 @@ static void check_fq_tensor(size_t n, int qmax)
     TRY("fq_tensor", shape, gpu->fq_tensor(gpu, dx, n, scale, qmax));
     got = gt_host_from(gpu, dx, n, g_dt);
     TRY("fq_tensor", shape, got ? 0 : -1);
-    report("fq_tensor", shape, rel_l2(got, x, n), thr(0));
+    report("fq_tensor", shape, gt_rel_l2(got, x, n), thr(0));
 done:
     free(x), free(got);
     gt_dfree(gpu, dx);
@@ -397,7 +406,7 @@ static void check_xtx(int rows, int cols)
     got = gt_host_from(gpu, dh, nh, LLMQ_F32);
     TRY("xtx", shape, got ? 0 : -1);
     /* fp32 accumulation on identical inputs: within fp32 rounding for every dt. */
-    report("xtx", shape, rel_l2(got, h, nh), g_dt == LLMQ_F32 ? thr(0) : 1e-5);
+    report("xtx", shape, gt_rel_l2(got, h, nh), g_dt == LLMQ_F32 ? thr(0) : 1e-5);
 done:
     free(x), free(h), free(got);
     gt_dfree(gpu, dx), gt_dfree(gpu, dh);
@@ -420,7 +429,7 @@ static void check_fq(int rows, int cols, int qmax, int tiny_row)
     TRY("fq_per_token", shape, gpu->fq_per_token(gpu, dx, rows, cols, qmax));
     got = gt_host_from(gpu, dx, n, g_dt);
     TRY("fq_per_token", shape, got ? 0 : -1);
-    report("fq_per_token", shape, rel_l2(got, x, n), thr(0));
+    report("fq_per_token", shape, gt_rel_l2(got, x, n), thr(0));
 done:
     free(x), free(got);
     gt_dfree(gpu, dx);
@@ -478,6 +487,8 @@ static void run_all(void)
 
     check_rope(17, 5, 3, 8);
     check_rope(3, 7, 2, 172);
+    check_rope_at(4, 1, 32, 128, 300);
+    check_rope_at(6, 3, 2, 8, 17);
     if (big) {
         check_rope(1000, 512, 8, 8);
         check_rope(4096, 2048, 32, 128);

@@ -73,19 +73,6 @@ static float *rand_rows(size_t rows, int cols, int seg, float scale)
     return x;
 }
 
-static double rel_l2(const float *got, const float *ref, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(got[i]))
-            return NAN;
-        double d = (double)got[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
-
 static double rel_l2_d(const float *got, const double *ref, size_t n)
 {
     double num = 0.0, den = 0.0;
@@ -288,6 +275,7 @@ static void check(struct shape s, int kv8)
 
     void *dkraw = NULL, *dvraw = NULL, *dks = NULL, *dvs = NULL, *dq = NULL, *dout = NULL;
     void *dkpre = NULL, *dvpre = NULL, *dknew = NULL, *dvnew = NULL;
+    int32_t *dpos = NULL;
     if (kv8) {
         dkraw = gpu->alloc(gpu, nel + off);
         dvraw = gpu->alloc(gpu, nel + off);
@@ -329,7 +317,7 @@ static void check(struct shape s, int kv8)
                                        s.hd, kv8, NULL));
     got = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention", got ? 0 : -1);
-    double err = rel_l2(got, ref, nq);
+    double err = gt_rel_l2(got, ref, nq);
     if (g_dt == LLMQ_F32) {
         double *ref64 = xmalloc(nq * sizeof *ref64);
         attention_f64(ref64, q, ck, cks, cv, cvs, &s, cap, kv8);
@@ -347,20 +335,31 @@ static void check(struct shape s, int kv8)
         report("attention", shape, err < limit(), "err=%.3g", err);
     }
 
+    /* Again, with the position read from device memory (the path of the
+     * decode graphs): the new rows stored once more must leave the caches
+     * as they were, and the result must repeat bit for bit (a result that
+     * moves between runs is a race). */
+    dpos = gpu->alloc(gpu, sizeof(int32_t));
+    TRY("pos_dev", dpos ? 0 : -1);
+    TRY("pos_dev", gpu->upload_bytes(gpu, dpos, &s.pos, sizeof s.pos));
+    TRY("kv-store pos_dev", gpu->kv_store(gpu, dk, dks, dknew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8, dpos));
+    TRY("kv-store pos_dev", gpu->kv_store(gpu, dv, dvs, dvnew, s.batch, s.n, s.pos, cap, s.n_kv, s.hd, kv8, dpos));
+    compare_cache(&s, kv8, cap, dk, dks, ck, cks, kpre, knew, "k (pos_dev)", shape);
+    compare_cache(&s, kv8, cap, dv, dvs, cv, cvs, vpre, vnew, "v (pos_dev)", shape);
     gt_dfree(gpu, dout);
     dout = gt_dev_nan(gpu, nq, g_dt);
     TRY("attention-repeat", dout ? 0 : -1);
     TRY("attention-repeat", gpu->attention_kv(gpu, dout, dq, dk, dks, dv, dvs, s.batch, s.n, s.pos, cap, s.n_heads,
-                                              s.n_kv, s.hd, kv8, NULL));
+                                              s.n_kv, s.hd, kv8, dpos));
     again = gt_host_from(gpu, dout, nq, g_dt);
     TRY("attention-repeat", again ? 0 : -1);
-    err = rel_l2(again, got, nq);
+    err = gt_rel_l2(again, got, nq);
     report("attention-repeat", shape, err == 0.0, "diff=%.3g", err);
 done:
     free(kpre), free(vpre), free(knew), free(vnew), free(q), free(ref), free(got), free(again);
     free(ck), free(cv), free(cks), free(cvs);
     gt_dfree(gpu, dkraw), gt_dfree(gpu, dvraw), gt_dfree(gpu, dks), gt_dfree(gpu, dvs), gt_dfree(gpu, dq), gt_dfree(gpu, dout);
-    gt_dfree(gpu, dkpre), gt_dfree(gpu, dvpre), gt_dfree(gpu, dknew), gt_dfree(gpu, dvnew);
+    gt_dfree(gpu, dkpre), gt_dfree(gpu, dvpre), gt_dfree(gpu, dknew), gt_dfree(gpu, dvnew), gt_dfree(gpu, dpos);
 }
 
 /* ---- argument errors ---- */

@@ -7,7 +7,8 @@
  * generic kernel: blocks straddle rows), M = 1..8 on three of them, F16,
  * BF16 and F32, and each of the fast kernel's rows-per-warp settings at
  * M = 1. Pass: relative L2 error against the fp64-summed reference under
- * 1e-3 (F16), 8e-3 (BF16), 2e-5 (F32).
+ * 1e-3 (F16), 8e-3 (BF16), 2e-5 (F32). llmq_nf4_dequant (the prefill
+ * path) against nf4_dequantize() rounded to dt: every element bit for bit.
  *
  * Prints "ok|FAIL ..." per check, then "N passed, N failed"; exits 1 on
  * any failure, 77 (skipped) where no GPU is usable. */
@@ -147,6 +148,41 @@ done:
     cudaFree(dx), cudaFree(dy);
 }
 
+/* The dense W of the prefill path: nf4_dequantize() rounded once to dt, and
+ * the kernel's W, poisoned beforehand, must be the same bits everywhere. */
+static void check_dequant(const weight *w, llmq_dtype dt)
+{
+    char shape[64];
+    snprintf(shape, sizeof shape, "N=%d K=%d%s", w->n, w->k, w->dq ? "" : " plain");
+    const size_t nk = (size_t)w->n * w->k, es = llmq_dtype_size(dt);
+    float *ref = xmalloc(nk * sizeof *ref);
+    void *href = xmalloc(nk * es), *hgot = xmalloc(nk * es), *dW = NULL;
+    if (nf4_dequantize(&w->q, ref) || llmq_convert(href, dt, ref, LLMQ_F32, nk)) {
+        report_error("nf4_dequant", dt, shape);
+        goto done;
+    }
+    if (cudaMalloc(&dW, nk * es) != cudaSuccess || cudaMemset(dW, 0xFF, nk * es) != cudaSuccess) {
+        llmq_fail("CUDA allocation failed");
+        report_error("nf4_dequant", dt, shape);
+        goto done;
+    }
+    int rc = llmq_nf4_dequant(NULL, dt, dW, &w->d);
+    cudaError_t ce = cudaDeviceSynchronize();
+    if (rc || ce != cudaSuccess || cudaMemcpy(hgot, dW, nk * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        if (!rc)
+            llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
+        report_error("nf4_dequant", dt, shape);
+        goto done;
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < nk * es; i++)
+        diff += ((const uint8_t *)href)[i] != ((const uint8_t *)hgot)[i];
+    report(diff == 0, "nf4_dequant", dt, shape, (double)diff);
+done:
+    free(ref), free(href), free(hgot);
+    cudaFree(dW);
+}
+
 int main(void)
 {
     if (!llmq_cuda_available()) {
@@ -174,6 +210,9 @@ int main(void)
                 }
                 check(&w, 1, LLMQ_F16, 1);
                 check(&w, 1, LLMQ_F16, 4);
+                check_dequant(&w, LLMQ_F16);
+                check_dequant(&w, LLMQ_BF16);
+                check_dequant(&w, LLMQ_F32);
             }
             free_weight(&w);
         }
@@ -187,6 +226,7 @@ int main(void)
         check(&w, 1, LLMQ_F16, 0);
         check(&w, 5, LLMQ_F16, 0);
         check(&w, 2, LLMQ_F32, 0);
+        check_dequant(&w, LLMQ_F16);
         free_weight(&w);
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
