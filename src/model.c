@@ -614,8 +614,8 @@ static int step_layers(llmq_model *m, int n, int pos, const int32_t *pos_dev)
 {
     const llmq_config *c = &m->cfg;
     int batch = m->cache_batch;
-    size_t es = llmq_dtype_size(m->b->dt), ces = m->kv_mode == KV_INT8 ? 1 : es;
-    size_t seq_cache = (size_t)m->cache_cap * c->n_kv * c->head_dim * ces, seq_scales = (size_t)m->cache_cap * c->n_kv;
+    size_t es = llmq_dtype_size(m->b->dt), sb, seq_cache = cache_bytes(m, &sb) / batch; /* bytes per sequence */
+    size_t seq_scales = (size_t)m->cache_cap * c->n_kv;                                     /* scales per sequence */
     int per_chunk = m->chunk_rows / n;
     for (int l = 0; l < c->n_layers; l++) {
         if (model_load_layer(m, l))

@@ -39,6 +39,23 @@ long cli_long(int argc, char **argv, int *i, long lo, long hi)
     return x;
 }
 
+int cli_int_list(const char *opt, const char *s, int *out, int max, long lo, long hi)
+{
+    int n = 0;
+    const char *p = s;
+    do {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (errno || end == p || x < lo || x > hi || (*end && *end != ',') || n == max)
+            cli_die(g_prog, "%s: '%s' is not a list of at most %d integers in [%ld, %ld] separated by commas", opt, s,
+                    max, lo, hi);
+        out[n++] = (int)x;
+        p = *end ? end + 1 : end;
+    } while (*p);
+    return n;
+}
+
 double cli_double(int argc, char **argv, int *i, double lo, double hi)
 {
     const char *opt = argv[*i], *v = cli_value(argc, argv, i);

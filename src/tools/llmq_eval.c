@@ -197,18 +197,10 @@ int main(int argc, char **argv)
     if (real && kv == KV_INT8_FAKE)
         kv = KV_INT8;
     int batches[16], nbatches = 0, max_batch = 0;
-    if (decode) {
-        const char *p = decode_batches;
-        while (*p && nbatches < 16) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p || v < 1 || v > 4096 || (*end && *end != ','))
-                cli_die("llmq-eval", "--decode-batch takes comma-separated sizes 1..4096, not '%s'", decode_batches);
-            batches[nbatches++] = (int)v;
-            max_batch = v > max_batch ? (int)v : max_batch;
-            p = *end ? end + 1 : end;
-        }
-    }
+    if (decode)
+        nbatches = cli_int_list("--decode-batch", decode_batches, batches, 16, 1, 4096);
+    for (int i = 0; i < nbatches; i++)
+        max_batch = batches[i] > max_batch ? batches[i] : max_batch;
 
     llmq_backend *b = NULL;
     if (cli_backend("llmq-eval", device, dtype, &b))

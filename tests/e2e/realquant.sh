@@ -57,6 +57,8 @@ expect_fail real_float_model "not a quantized checkpoint" "$EVAL" --model "$MODE
 expect_fail real_with_rtn "quantize with llmq-gptq" "$EVAL" --model "$TMP/gptq" --text "$TEXT" --real --wbits 4
 expect_fail real_w8a8_packed "real W8A8 takes a float" "$EVAL" --model "$TMP/gptq" --text "$TEXT" --real --w8a8 \
   --device "$DEVICE" --max-windows 1
+expect_fail decode_batch_bad "not a list of at most 16 integers" "$EVAL" --model "$MODEL" --text "$TEXT" --decode \
+  --decode-batch 1,x
 expect_fail kv_bad "takes int8 or float" "$EVAL" --model "$MODEL" --text "$TEXT" --kv int4
 "$BUILD/llmq-gptq" --model "$MODEL" --method rtn --bits 3 --group 32 --format llmq -o "$TMP/w3" --quiet --device cpu
 expect_fail real_3bit "4 or 8 bits" "$EVAL" --model "$TMP/w3" --text "$TEXT" --real --device "$DEVICE" --max-windows 1
