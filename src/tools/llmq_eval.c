@@ -251,16 +251,24 @@ int main(int argc, char **argv)
     ppl_result r;
     if (ppl_run(m, ids, n, &o, &r))
         goto done;
+    /* Linears on the integer kernels and those the checkpoint keeps in float. */
+    int nk = 0, nf = 0;
+    if (rqs)
+        rq_counts(rqs, &nk, &nf);
     if (json)
         printf("{\"ppl\": %.6f, \"windows\": %ld, \"tokens\": %ld, \"tokens_per_s\": %.1f, \"ctx\": %ld, "
                "\"seconds\": %.3f, \"load_seconds\": %.3f, \"device\": \"%s\", \"dtype\": \"%s\", "
-               "\"text_tokens\": %zu, \"real\": %s, \"kv\": \"%s\", \"weight_bytes\": %zu}\n",
+               "\"text_tokens\": %zu, \"real\": %s, \"kernel_linears\": %d, \"float_linears\": %d, \"kv\": \"%s\", "
+               "\"weight_bytes\": %zu}\n",
                r.ppl, r.windows, r.tokens, r.tokens_per_s, ctx, r.seconds, t_load, b->name, dt, n,
-               real ? "true" : "false", kvname, model_weight_bytes(m));
+               real ? "true" : "false", nk, nf, kvname, model_weight_bytes(m));
+    else if (rqs)
+        printf("ppl %.5f  (ctx %ld, %ld windows, %ld scored tokens, %.0f tokens/s, %s %s, real-quant kernels on %d "
+               "linears, %d in float%s)\n",
+               r.ppl, ctx, r.windows, r.tokens, r.tokens_per_s, b->name, dt, nk, nf, kv == KV_FLOAT ? "" : ", int8 KV");
     else
-        printf("ppl %.5f  (ctx %ld, %ld windows, %ld scored tokens, %.0f tokens/s, %s %s%s%s)\n", r.ppl, ctx,
-               r.windows, r.tokens, r.tokens_per_s, b->name, dt, real ? ", real-quant kernels" : "",
-               kv == KV_FLOAT ? "" : ", int8 KV");
+        printf("ppl %.5f  (ctx %ld, %ld windows, %ld scored tokens, %.0f tokens/s, %s %s%s)\n", r.ppl, ctx,
+               r.windows, r.tokens, r.tokens_per_s, b->name, dt, kv == KV_FLOAT ? "" : ", int8 KV");
     rc = 0;
 done:
     if (rc)

@@ -29,6 +29,12 @@ same() { check_close "$1" "$3" "$2" "$(awk -v e="$2" 'BEGIN { print e * 1e-3 }')
   --quiet -o "$TMP/act.safetensors"
 "$BUILD/llmq-smooth" --model "$MODEL" --scales "$TMP/act.safetensors" --alpha 0.5 -o "$TMP/smoothed" --quiet
 
+# What runs on the kernels: the GPTQ export keeps gate/up/down (172 wide,
+# not packable) in float; the llmq format packs all 35 linears.
+lin() { "$EVAL" --model "$1" --text "$TEXT" --ctx 512 --max-windows 1 --device "$DEVICE" --dtype "$DT" --json --quiet \
+  --real | json_get "$2"; }
+check_eq gptq_kernel_linears "$(lin "$TMP/gptq" kernel_linears)/$(lin "$TMP/gptq" float_linears)" 20/15
+check_eq llmq_kernel_linears "$(lin "$TMP/llmq" kernel_linears)/$(lin "$TMP/llmq" float_linears)" 35/0
 for kv in float int8; do
   same "gptq_w4g32_kv_$kv" "$(ppl --model "$TMP/gptq" --kv $kv)" "$(ppl --model "$TMP/gptq" --kv $kv $REAL)"
   same "llmq_w4g32_kv_$kv" "$(ppl --model "$TMP/llmq" --kv $kv)" "$(ppl --model "$TMP/llmq" --kv $kv $REAL)"
