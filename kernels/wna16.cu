@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/wna16_internal.cuh"
 
 namespace cg = cooperative_groups;
 
@@ -28,169 +29,6 @@ extern "C" {
 
 #define WARPS 8  /* per block, splitting K */
 #define UNROLL 4 /* chunks each warp loads before it computes */
-
-struct wna16_weight {
-    int K, N, bits, ng;
-    int Kp, nkc, ntiles; /* repacked rows (padded), 16-byte chunks per 16 channels, Np / 16 */
-    int use_perm;        /* act-order (or padded groups): x gathered through perm */
-    void *blob;          /* one device allocation holding the arrays below */
-    size_t blob_bytes, code_bytes, param_bytes;
-    int4 *wq;            /* [ntiles][nkc][32 lanes] */
-    uint2 *sz;           /* [ng][ntiles][8]: {half2 scales, half2 zeros} of channels gl, gl+8 */
-    int *step_group;     /* [Kp/16]: group of each 16-row k-step */
-    int *perm;           /* [Kp]: repacked row -> input channel, -1 = padding */
-    int *rowpos;         /* [K]: input channel -> repacked row (kept for inspection) */
-    int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans) */
-    void *dense;         /* cached dense W [N, K] in dense_dt, or NULL */
-    llmq_dtype dense_dt;
-    void *scratch;       /* lent by the caller */
-    size_t scratch_bytes;
-};
-
-template <int BITS> struct Cfg {
-    static constexpr int KC = BITS == 4 ? 64 : 32; /* rows of K per 16-byte lane chunk */
-    static constexpr int STEPS = KC / 16;          /* mma k-steps per chunk */
-};
-
-/* Where the code of (row rl of a chunk, channel nl of a 16-channel tile)
- * lives: lane, word of the lane's int4, bit shift. The m16n8k16 A fragment
- * (PTX ISA, row-major 16x16 f16): lane = 4 * gl + t holds rows gl and gl+8,
- * columns 2t, 2t+1, 2t+8, 2t+9 as four f16x2 registers, register i = row
- * +8*(i&1), column +8*(i>>1); the low half is the even column. So code pair
- * (register i, half j) of k-step s sits at
- *   4-bit: word s,            nibble i + 4j  (one LOP3 with 0x000F000F
- *          after a shift by 4i yields both halves of register i);
- *   8-bit: word 2s + (i>>1),  byte 2(i&1) + j (one PRMT). */
-struct CodePos {
-    int lane, word, shift;
-};
-
-__host__ __device__ __forceinline__ CodePos code_pos(int bits, int rl, int nl)
-{
-    const int s = rl >> 4, kk = rl & 15, i = ((kk >> 3) << 1) | (nl >> 3), t = (kk & 7) >> 1, j = kk & 1;
-    CodePos p;
-    p.lane = (nl & 7) * 4 + t;
-    if (bits == 4) {
-        p.word = s;
-        p.shift = 4 * (i + 4 * j);
-    } else {
-        p.word = 2 * s + (i >> 1);
-        p.shift = 8 * (2 * (i & 1) + j);
-    }
-    return p;
-}
-
-/* ---- device helpers ---- */
-
-__device__ __forceinline__ __half2 as_h2(uint32_t u)
-{
-    __half2 h;
-    memcpy(&h, &u, 4);
-    return h;
-}
-
-template <typename V> __device__ __forceinline__ uint32_t as_u32(V v)
-{
-    static_assert(sizeof(V) == 4, "32-bit pairs");
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    return u;
-}
-
-/* Streamed once: keep it out of L1, which serves x. */
-__device__ __forceinline__ int4 ld_stream(const int4 *p)
-{
-    int4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
-/* Codes of register i of k-step s: low 16 bits the even column, high the odd. */
-template <int BITS> __device__ __forceinline__ uint32_t code_pair(const uint32_t (&w)[4], int s, int i)
-{
-    if (BITS == 4)
-        return (w[s] >> (4 * i)) & 0x000F000Fu;
-    return __byte_perm(w[2 * s + (i >> 1)], 0u, (i & 1) ? 0x4342u : 0x4140u);
-}
-
-/* Per-group dequantization constants and the code pair -> dt pair step.
- * fp16: 0x6400 | q is the half 1024 + q, so (h - (1024 + z)) * s in half2
- * arithmetic: the subtraction is exact, the product rounds once.
- * bf16 has too few mantissa bits for that trick at 8 bits: fp32
- * ((2^23 + q) - (2^23 + z)) * s, exact, then one rounding to bf16. */
-template <typename T> struct Deq;
-
-template <> struct Deq<__half> {
-    __half2 s[2], z[2]; /* [0]: channel gl, [1]: channel gl + 8, both halves */
-    __device__ __forceinline__ void set(uint2 p)
-    {
-        const __half2 sp = as_h2(p.x), zp = __hadd2(as_h2(p.y), __float2half2_rn(1024.0f));
-        s[0] = __low2half2(sp);
-        s[1] = __high2half2(sp);
-        z[0] = __low2half2(zp);
-        z[1] = __high2half2(zp);
-    }
-    __device__ __forceinline__ uint32_t operator()(uint32_t e, int h) const
-    {
-        return as_u32(__hmul2(__hsub2(as_h2(e | 0x64006400u), z[h]), s[h]));
-    }
-};
-
-template <> struct Deq<__nv_bfloat16> {
-    float s[2], z[2]; /* z = 2^23 + zero */
-    __device__ __forceinline__ void set(uint2 p)
-    {
-        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
-        s[0] = __low2float(sp);
-        s[1] = __high2float(sp);
-        z[0] = 8388608.0f + __low2float(zp);
-        z[1] = 8388608.0f + __high2float(zp);
-    }
-    __device__ __forceinline__ uint32_t operator()(uint32_t e, int h) const
-    {
-        const float lo = (__uint_as_float(0x4B000000u | (e & 0xFFFFu)) - z[h]) * s[h];
-        const float hi = (__uint_as_float(0x4B000000u | (e >> 16)) - z[h]) * s[h];
-        return as_u32(__floats2bfloat162_rn(lo, hi));
-    }
-};
-
-/* c += A (16 channels x 16 k) . B (16 k x 8 rows of x), fp32 accumulators:
- * c0, c1 = channel gl, rows 2t, 2t+1; c2, c3 = channel gl + 8. */
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-
-template <>
-__device__ __forceinline__ void mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-template <>
-__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                        uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* x[row][r], x[row][r+1] (repacked rows r, r+1; r even) as a dt pair: the
- * B fragment's two k. Through perm under act-order; padding rows read 0. */
-template <bool PERM> __device__ __forceinline__ uint32_t x_pair(const uint16_t *xrow, int r, int K, const int *perm)
-{
-    if (PERM) {
-        const int2 p = __ldg(reinterpret_cast<const int2 *>(perm + r));
-        const uint32_t lo = p.x >= 0 ? __ldg(xrow + p.x) : 0u, hi = p.y >= 0 ? __ldg(xrow + p.y) : 0u;
-        return lo | hi << 16;
-    }
-    return r < K ? __ldg(reinterpret_cast<const uint32_t *>(xrow + r)) : 0u;
-}
 
 /* ---- the product ---- */
 
@@ -475,123 +313,6 @@ __device__ __forceinline__ void gv_stage_x(uint32_t *xs, int xsw, const uint16_t
                 xs[m * xsw + c] = v[m];
     }
 }
-
-/* The A fragment of k-step s (4 registers) from a lane's 4 code words.
- * EXACT: W = s (q - z) rounded to dt once, as Deq does it (bf16 always,
- * fp16 with two row tiles). Otherwise (fp16, one row tile) the fragment is
- * the exact integers q - z and the scale is applied by the caller, in fp32,
- * to the group's partial sums: one multiply per group instead of one per
- * weight pair. fp16 tricks: the mask and the 0x6400 exponent go in one
- * LOP3; 4-bit registers 1 and 3 take their nibbles where they lie (bits 4-7
- * of each half) as 1024 + 16q, and fma(h, 1/16, -(64 + z)) = q - z exactly,
- * so one shift per word instead of three; at 8 bits one PRMT places the
- * byte and the 0x64 exponent byte together. */
-template <typename T, int BITS, bool EXACT> struct GvDeq {
-    Deq<T> d;
-    __device__ __forceinline__ void init() {}
-    __device__ __forceinline__ void set(uint2 p) { d.set(p); }
-    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int s, uint32_t (&af)[4]) const
-    {
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            af[i] = d(code_pair<BITS>(w, s, i), i & 1);
-    }
-};
-
-__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t mask, uint32_t bits)
-{
-    uint32_t r; /* (a & mask) | bits in one instruction */
-    asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(r) : "r"(a), "r"(mask), "r"(bits));
-    return r;
-}
-
-template <int BITS, bool EXACT> struct GvDeq<__half, BITS, EXACT> {
-    __half2 s[2], z[2], zq; /* z = 1024 + zero; zq = -(64 + zero) of channel gl + 8 */
-    float sf[2];            /* !EXACT: the scales of channels gl, gl + 8 */
-    __device__ __forceinline__ void init() { sf[0] = sf[1] = 0.0f; }
-    __device__ __forceinline__ void set(uint2 p)
-    {
-        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
-        if (EXACT) {
-            s[0] = __low2half2(sp);
-            s[1] = __high2half2(sp);
-        } else {
-            sf[0] = __low2float(sp);
-            sf[1] = __high2float(sp);
-        }
-        const __half2 zz = __hadd2(zp, __float2half2_rn(1024.0f));
-        z[0] = __low2half2(zz);
-        z[1] = __high2half2(zz);
-        zq = __hneg2(__hadd2(__high2half2(zp), __float2half2_rn(64.0f)));
-    }
-    __device__ __forceinline__ uint32_t fin(__half2 qz, int h) const
-    {
-        return as_u32(EXACT ? __hmul2(qz, s[h]) : qz);
-    }
-    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int st, uint32_t (&af)[4]) const
-    {
-        if (BITS == 4) {
-            const uint32_t w0 = w[st], w8 = w0 >> 8;
-            const __half2 r16 = __float2half2_rn(0.0625f);
-            af[0] = fin(__hsub2(as_h2(lop3_and_or(w0, 0x000F000Fu, 0x64006400u)), z[0]), 0);
-            af[1] = fin(__hfma2(as_h2(lop3_and_or(w0, 0x00F000F0u, 0x64006400u)), r16, zq), 1);
-            af[2] = fin(__hsub2(as_h2(lop3_and_or(w8, 0x000F000Fu, 0x64006400u)), z[0]), 0);
-            af[3] = fin(__hfma2(as_h2(lop3_and_or(w8, 0x00F000F0u, 0x64006400u)), r16, zq), 1);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const uint32_t e = __byte_perm(w[2 * st + (i >> 1)], 0x64646464u, (i & 1) ? 0x4342u : 0x4140u);
-                af[i] = fin(__hsub2(as_h2(e), z[i & 1]), i & 1);
-            }
-        }
-    }
-};
-
-/* Round 3, fp16 with one row tile (FOLD): the mma takes the codes as they
- * come out of the LOP3 (PRMT at 8 bits), with no subtraction at all: 4-bit
- * registers 0 and 2 (channel gl) are 1024 + q, registers 1 and 3 (channel
- * gl + 8, nibbles left at bits 4-7) 1024 + 16 q; 8-bit pairs are 1024 + q.
- * The zero point and the offset come off once per group:
- *   sum_k x (o + m q) = o X + m sum_k x q,  X = sum_k x over the group,
- * so the group's contribution is (s / m) (accg - (o + m z) X), with X from
- * one extra mma per k-step (A = ones, shared by the GV_TB tiles). o + m z
- * and s / 16 are exact in fp32; the cancellation costs ~2^-24 x 1264 / |q-z|
- * relative per group in fp32, far below the fp16 output rounding. 4 LOP3 +
- * 1 shift per A fragment instead of 9 instructions. */
-template <int BITS> struct GvDeqFold {
-    /* No per-group state in registers (the fold's x sums already cost 4):
-     * the flush reads the group's scales/zeros from shared memory again. */
-    __device__ __forceinline__ void init() {}
-    __device__ __forceinline__ void set(uint2) {}
-    /* per channel gl, gl + 8: s / m and o + m z */
-    static __device__ __forceinline__ void corr(uint2 p, float (&sf)[2], float (&zc)[2])
-    {
-        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
-        sf[0] = __low2float(sp);
-        zc[0] = 1024.0f + __low2float(zp);
-        if (BITS == 4) {
-            sf[1] = __high2float(sp) * 0.0625f;
-            zc[1] = 1024.0f + 16.0f * __high2float(zp);
-        } else {
-            sf[1] = __high2float(sp);
-            zc[1] = 1024.0f + __high2float(zp);
-        }
-    }
-    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int st, uint32_t (&af)[4]) const
-    {
-        if (BITS == 4) {
-            const uint32_t w0 = w[st], w8 = w0 >> 8;
-            af[0] = lop3_and_or(w0, 0x000F000Fu, 0x64006400u); /* no zero, no scale: see corr */
-            af[1] = lop3_and_or(w0, 0x00F000F0u, 0x64006400u);
-            af[2] = lop3_and_or(w8, 0x000F000Fu, 0x64006400u);
-            af[3] = lop3_and_or(w8, 0x00F000F0u, 0x64006400u);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                af[i] = __byte_perm(w[2 * st + (i >> 1)], 0x64646464u, (i & 1) ? 0x4342u : 0x4140u);
-        }
-    }
-};
 
 /* The block's stream: wait for each stage, compute this warp's chunk of
  * every tile, refill the slot when the ring is shorter than the slice.
@@ -1005,6 +726,16 @@ static int repack(wna16_weight *w, const int32_t *qweight, const int32_t *qzeros
             sg[r / 16] = g;
     for (int r = start[ng]; r < w->Kp; r += 16) /* tail padding: any group (x = 0 there) */
         sg[r / 16] = ng - 1;
+    /* Static groups of 16 * 2^j rows (GPTQ's g32/g64/g128 without
+     * act-order): the streaming GEMV computes a step's group as a shift. */
+    w->spg_shift = -1;
+    for (int j = 0; j < 16 && w->spg_shift < 0 && !w->use_perm; j++) {
+        int ok = 1;
+        for (int st = 0; st < w->Kp / 16 && ok; st++)
+            ok = sg[st] == (st >> j < ng ? st >> j : ng - 1);
+        if (ok)
+            w->spg_shift = j;
+    }
 
     /* Codes, tile by tile (the tile's chunks stay in cache while k runs). */
     for (int nt = 0; nt < w->ntiles; nt++)
@@ -1228,6 +959,8 @@ extern "C" void wna16_gemv_tune(const wna16_gemv_tuning *t)
         gv_tune = *t;
     else
         memset(&gv_tune, 0, sizeof gv_tune);
+    wna16_stream_tune_set(gv_tune.stream_warps, gv_tune.no_pdl, gv_tune.exact_dequant, gv_tune.stream_prefetch,
+                          gv_tune.stream_dry, gv_tune.stream_nofold, gv_tune.stream_no_xs);
 }
 
 struct GvPlan {
@@ -1515,7 +1248,9 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
         return llmq_fail("wna16_linear: x must be 4-byte aligned, y 2-byte aligned");
     const size_t dense_bytes = (size_t)w->N * w->K * 2;
     if (path == WNA16_AUTO) {
-        if (M <= WNA16_GEMV_MAX_M && gemv_usable(w, c, M))
+        if (M <= WNA16_STREAM_MAX_M && !gv_tune.ring && !w->use_perm && wna16_stream_usable(w, c, M))
+            path = WNA16_STREAM;
+        else if (M <= WNA16_GEMV_MAX_M && gemv_usable(w, c, M))
             path = WNA16_GEMV;
         else if (w->dense && w->dense_dt == b->dt)
             path = WNA16_DENSE;
@@ -1525,6 +1260,7 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
             path = WNA16_MMA;
     }
     switch (path) {
+    case WNA16_STREAM: return wna16_stream_run(w, c, b->dt, y, x, M);
     case WNA16_GEMV: return run_gemv(w, c, b->dt, y, x, M);
     case WNA16_MMA: return run_mma(w, c, b->dt, y, x, M);
     case WNA16_DENSE:

@@ -33,7 +33,15 @@
  * N is padded to a multiple of 16 with zero scales (outputs not written).
  *
  * Paths of wna16_linear:
- *   GEMV     decode (any M, meant for M <= 16): blocks of 4 warps own 64
+ *   STREAM   decode (any M, meant for M <= 16; kernels/wna16_stream.cu):
+ *            one block per 16 channels, its warps (planned per shape so
+ *            that the grid is resident in one wave) each stream a
+ *            contiguous run of chunks into registers with two batches of
+ *            16-byte loads in flight, the run's scales staged in shared
+ *            memory first; the warps add their sums in shared memory.
+ *            fp16 at M <= 8: the mma takes q - z, scales in fp32 per group.
+ *            Launched with programmatic dependent launch.
+ *   GEMV     round 2's decode kernel (any M, meant for M <= 16): blocks of 4 warps own 64
  *            channels x one slice of K; the codes come by bulk copies
  *            (cp.async.bulk) into a 2-stage shared-memory ring per block,
  *            after the slice's scales/zeros and step -> group table; x
@@ -57,9 +65,11 @@
  *   SCRATCH  dequantize W into a caller's scratch buffer (N*K*2 bytes) and
  *            call cuBLAS: no persistent dense copy, one extra pass over a
  *            dense W per call.
- * AUTO takes GEMV up to WNA16_GEMV_MAX_M rows (when a K slice's scales and
- * x fit its shared memory: always on 7B shapes), else DENSE when cached,
- * else SCRATCH when a scratch is attached, else MMA.
+ * AUTO takes STREAM at M <= WNA16_STREAM_MAX_M without act-order (STREAM
+ * gathers x through perm per k-step; GEMV stages it once) unless the
+ * tuning knob ring is set, GEMV up to WNA16_GEMV_MAX_M rows (either when
+ * its shared memory holds a slice's scales: always on 7B shapes), else
+ * DENSE when cached, else SCRATCH when a scratch is attached, else MMA.
  *
  * Measured: docs/BENCHMARKS_KERNELS.md (H200), kernels/WNA16_NOTES.md.
  *
@@ -80,9 +90,11 @@ extern "C" {
 
 typedef struct wna16_weight wna16_weight;
 
-enum { WNA16_AUTO = 0, WNA16_MMA = 1, WNA16_DENSE = 2, WNA16_SCRATCH = 3, WNA16_GEMV = 4 };
+enum { WNA16_AUTO = 0, WNA16_MMA = 1, WNA16_DENSE = 2, WNA16_SCRATCH = 3, WNA16_GEMV = 4, WNA16_STREAM = 5 };
 
-/* AUTO's largest M for the GEMV path (docs/BENCHMARKS_KERNELS.md). */
+/* AUTO's largest M for the STREAM and GEMV paths (docs/BENCHMARKS_KERNELS.md:
+ * STREAM stages x in shared memory only at M = 1, and loses to GEMV above). */
+#define WNA16_STREAM_MAX_M 1
 #define WNA16_GEMV_MAX_M 16
 
 /* Repack and upload one GPTQ linear (host arrays, FORMATS.md layout):
@@ -110,7 +122,7 @@ void wna16_info(const wna16_weight *w, int *K, int *N, int *bits, size_t *code_b
 /* y [M, N] = x [M, K] . W^T in b->dt (F16 or BF16); x 4-byte aligned. */
 int wna16_linear(wna16_weight *w, llmq_backend *b, void *y, const void *x, int M);
 
-/* The same with the path forced (WNA16_AUTO, _GEMV, _MMA, _DENSE, _SCRATCH); DENSE
+/* The same with the path forced (WNA16_AUTO, _STREAM, _GEMV, _MMA, _DENSE, _SCRATCH); DENSE
  * and SCRATCH fail when no dense copy / no large enough scratch is there. */
 int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, const void *x, int M, int path);
 
@@ -133,9 +145,21 @@ int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, const void *x, 
  * 1024 + q and the zero comes off once per group through the group's x
  * sums; default: q - z per pair before the mma). Both were measured no
  * faster than round 2 (kernels/WNA16_NOTES.md, round 3) and stay opt-in.
+ * The STREAM path reads no_pdl and exact_dequant too, and stream_warps
+ * (warps per block, 1..16; default: planned per shape), stream_prefetch
+ * (chunks each warp asks L2 to prefetch ahead of its register batches;
+ * default 0, none) and stream_dry (measurement only: stream the codes and
+ * skip the arithmetic, fp16 4-bit M <= 8 static groups; y is garbage),
+ * stream_nofold (1: fp16 M <= 8 multiplies q - z per pair as GEMV does;
+ * default: the zero point and the fp16 offset come off once per group
+ * through the group's x sums, round 3's fold), stream_no_xs (1: at M = 1
+ * read x from global memory per k-step; default: staged once per block in
+ * shared memory, permuted so that a chunk's x is one or two 16-byte loads).
+ * ring, 1: AUTO takes the GEMV path (round 2) instead of STREAM at M <= 16.
  * NULL restores the defaults. */
 typedef struct {
     int ksplit_max, blocks_per_sm, stages_max, no_pdl, exact_dequant, meta_loads, refill_last_warp, zero_fold;
+    int stream_warps, ring, stream_prefetch, stream_dry, stream_nofold, stream_no_xs;
 } wna16_gemv_tuning;
 void wna16_gemv_tune(const wna16_gemv_tuning *t);
 

@@ -48,13 +48,17 @@ f=$(ppl --model "$MODEL"); q=$(ppl --model "$MODEL" --kv int8)
 awk -v f="$f" -v q="$q" 'BEGIN { exit !(q > f && q < f * 1.01) }' && echo "ok   int8 KV: $q vs float $f (worse by < 1%)" ||
   { echo "FAIL int8 KV: $q vs float $f"; exit 1; }
 
-# Decoding through the KV cache: 3 sequences, 100 prompt tokens + 60 steps.
-dec() { "$EVAL" --text "$TEXT" --decode --decode-batch 3 --prompt 100 --steps 60 --device "$DEVICE" --dtype "$DT" \
-  --json --quiet "$@" | json_get ppl; }
-win() { "$EVAL" --text "$TEXT" --ctx 161 --max-windows 3 --device "$DEVICE" --dtype "$DT" --json --quiet "$@" | json_get ppl; }
+# Decoding through the KV cache: N sequences (3, then 1: single-row
+# products, which the GPU runs on the streaming GEMV), 100 prompt tokens +
+# 60 steps, against N windows of 161 tokens.
+dec() { local n=$1; shift; "$EVAL" --text "$TEXT" --decode --decode-batch $n --prompt 100 --steps 60 --device "$DEVICE" \
+  --dtype "$DT" --json --quiet "$@" | json_get ppl; }
+win() { local n=$1; shift; "$EVAL" --text "$TEXT" --ctx 161 --max-windows $n --device "$DEVICE" --dtype "$DT" --json \
+  --quiet "$@" | json_get ppl; }
 tol=$([ "$DEVICE" = cpu ] && echo 1e-5 || echo 1e-3)
-for args in "--model $MODEL" "--model $TMP/llmq $REAL --kv int8" "--model $TMP/smoothed $REAL --w8a8" \
-  "--model $TMP/nf4 $REAL" "--model $TMP/gptq $REAL --kv int8"; do
+for args in "3 --model $MODEL" "3 --model $TMP/llmq $REAL --kv int8" "3 --model $TMP/smoothed $REAL --w8a8" \
+  "3 --model $TMP/nf4 $REAL" "3 --model $TMP/gptq $REAL --kv int8" "1 --model $TMP/gptq $REAL" \
+  "1 --model $TMP/llmq $REAL"; do
   w=$(win $args); d=$(dec $args)
   check_close "decode_vs_window ($args)" "$d" "$w" "$(awk -v e="$w" -v t="$tol" 'BEGIN { print e * t }')"
 done

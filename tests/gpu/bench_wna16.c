@@ -4,12 +4,12 @@
  *   copy      cudaMemcpy device to device of 1 GiB: the bandwidth ceiling
  *             (bytes read + written), measured in this run
  *   decode    M = 1, 4, 16, 64 on K->N = 4096->4096, 4096->11008, 11008->4096:
- *             w4 g128, w4 g128 act-order, w8 g128 (sym), through the GEMV
- *             kernel (and the first MMA kernel for comparison). GB/s =
- *             bytes the kernel must read (repacked codes + scales/zeros) /
- *             time, and as a % of the copy bandwidth; cuBLAS fp16 on the
- *             dense weight at the same M (its GB/s counts the fp16 weight);
- *             speedup = cuBLAS / GEMV
+ *             w4 g128, w4 g128 act-order, w8 g128 (sym), through the stream
+ *             kernel (AUTO's choice; round 2's ring GEMV and the first MMA
+ *             kernel for comparison). GB/s = bytes the kernel must read
+ *             (repacked codes + scales/zeros) / time, and as a % of the
+ *             copy bandwidth; cuBLAS fp16 on the dense weight at the same M
+ *             (its GB/s counts the fp16 weight); speedup = cuBLAS / stream
  *   prefill   M = 128, 512, w4 g128: the MMA kernel, the dequantization
  *             alone, the SCRATCH path (dequantize to fp16 + cuBLAS per
  *             call) and cuBLAS alone (what the DENSE path costs), TFLOP/s
@@ -26,7 +26,7 @@
  * zeros fixed at 2^(b-1), scales 0.002..0.02), x random: never zeros.
  *
  * Usage: bench_wna16 [reps] [sweep | profile]   (default 30 reps; "sweep"
- * times the GEMV tuning knobs (wna16_gemv_tune) on the g128 shapes instead;
+ * times the tuning knobs (wna16_gemv_tune) of both decode kernels on the g128 shapes instead;
  * "profile" only makes a few GEMV calls, for ncu) */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -177,17 +177,20 @@ static void sweep(double copy_gbs)
         const char *name;
         wna16_gemv_tuning t;
     } var[] = {
-        {"default", {0, 0, 0, 0, 0, 0, 0, 0}},     {"round3", {0, 0, 0, 0, 0, 0, 1, 1}},
-        {"last-warp", {0, 0, 0, 0, 0, 0, 1, 0}},   {"zero-fold", {0, 0, 0, 0, 0, 0, 0, 1}},
-        {"exact-deq", {0, 0, 0, 0, 1, 0, 0, 0}},   {"no-pdl", {0, 0, 0, 1, 0, 0, 0, 0}},
-        {"stages<=3", {0, 0, 3, 0, 0, 0, 0, 0}},   {"stages<=4", {0, 0, 4, 0, 0, 0, 0, 0}},
-        {"bps=3", {0, 3, 0, 0, 0, 0, 0, 0}},       {"bps=6", {0, 6, 0, 0, 0, 0, 0, 0}},
-        {"ks<=4", {4, 0, 0, 0, 0, 0, 0, 0}},       {"ks<=4,st<=4", {4, 0, 4, 0, 0, 0, 0, 0}},
+        {"default", {.ring = 1}},                  {"exact-deq", {.exact_dequant = 1}},
+        {"S:plan", {0}},                           {"S:w=2", {.stream_warps = 2}},
+        {"S:w=3", {.stream_warps = 3}},            {"S:w=4", {.stream_warps = 4}},
+        {"S:w=6", {.stream_warps = 6}},            {"S:w=8", {.stream_warps = 8}},
+        {"S:w=16", {.stream_warps = 16}},          {"S:no-pdl", {.no_pdl = 1}},
+        {"S:exact", {.exact_dequant = 1}},         {"S:nofold", {.stream_nofold = 1}},
+        {"S:no-xs", {.stream_no_xs = 1}},          {"S:no-xs,w=8", {.stream_no_xs = 1, .stream_warps = 8}},
+        {"S:pf=8", {.stream_prefetch = 8}},        {"S:dry", {.stream_dry = 1}},
+        {"S:dry,w=16", {.stream_dry = 1, .stream_warps = 16}},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
     static const int Ms[] = {1, 16};
     static const int bitsv[] = {4, 8};
-    float res[3][2][2][24];
+    float res[3][2][2][32];
     for (int s = 0; s < 3; s++) {
         struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_GEMV};
         B.x = dev_rand((size_t)64 * B.K, 1.0f);
@@ -202,6 +205,7 @@ static void sweep(double copy_gbs)
                 B.M = Ms[mi];
                 for (int v = 0; v < nvar; v++) {
                     wna16_gemv_tune(&var[v].t);
+                    B.path = strncmp(var[v].name, "S:", 2) == 0 ? WNA16_STREAM : WNA16_GEMV;
                     res[s][bi][mi][v] = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
                     const double gbs = (double)(cb + pb) / (res[s][bi][mi][v] * 1e-3) / 1e9;
                     printf("sweep %5d->%-5d w%d M=%-2d %-12s %8.2f us %6.0f GB/s %5.1f%%\n", B.K, B.N, bitsv[bi], B.M,
@@ -214,7 +218,8 @@ static void sweep(double copy_gbs)
         g->free(g, B.x);
         g->free(g, B.y);
     }
-    printf("\nsweep summary (GEMV us, graph replay, g128):\n%-12s", "variant");
+    printf("\nsweep summary (us, graph replay, g128; S: = the stream kernel, else round 2's ring GEMV):\n%-12s",
+           "variant");
     for (int s = 0; s < 3; s++)
         for (int bi = 0; bi < 2; bi++)
             for (int mi = 0; mi < 2; mi++)
@@ -231,11 +236,11 @@ static void sweep(double copy_gbs)
     printf("(a0 = 4096->4096, b1 = 4096->11008, c2 = 11008->4096)\n");
 }
 
-/* For a profiler: 4096->11008 w4g128, 20 GEMV calls at M = 1, then 20 at
- * M = 16, launched one by one (ncu --launch-skip picks one). */
+/* For a profiler: 4096->11008 w4g128, 20 stream-kernel calls at M = 1,
+ * then 20 at M = 16, launched one by one (ncu --launch-skip picks one). */
 static void profile(void)
 {
-    struct bench B = {.K = 4096, .N = 11008, .path = WNA16_GEMV};
+    struct bench B = {.K = 4096, .N = 11008, .path = WNA16_STREAM};
     B.x = dev_rand((size_t)16 * B.K, 1.0f);
     B.y = g->alloc(g, (size_t)16 * B.N * 2);
     if (!B.y)
@@ -298,7 +303,7 @@ int main(int argc, char **argv)
     } cfgs[] = {{"w4g128", 4, 128, 0}, {"w4g128act", 4, 128, 1}, {"w8g128", 8, 128, 0}};
     enum { NDM = 4 };
     static const int decode_M[NDM] = {1, 4, 16, 64}, prefill_M[] = {128, 512};
-    char lines[3][3][NDM][160];
+    char lines[3][3][NDM][192];
 
     for (int s = 0; s < 3; s++) {
         struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_AUTO};
@@ -315,19 +320,21 @@ int main(int argc, char **argv)
             wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
             for (int mi = 0; mi < NDM; mi++) {
                 B.M = decode_M[mi];
+                B.path = WNA16_STREAM;
+                const float ts = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                const float tl = gb_time_calls(stream, run_q, &B, B.nq, reps, 0); /* host launches */
                 B.path = WNA16_GEMV;
                 const float tg = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
-                const float tl = gb_time_calls(stream, run_q, &B, B.nq, reps, 0); /* host launches */
                 B.path = WNA16_MMA;
                 const float tm = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
-                const double gbs = (double)(cb + pb) / (tg * 1e-3) / 1e9;
+                const double gbs = (double)(cb + pb) / (ts * 1e-3) / 1e9;
                 if (c == 0)
                     td[mi] = gb_time_calls(stream, run_dense, &B, B.nd, reps, 1);
                 const double dgbs = (double)B.N * B.K * 2 / (td[mi] * 1e-3) / 1e9;
                 snprintf(lines[s][c][mi], sizeof lines[s][c][mi],
-                         "%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f | %8.2f %7.0f | %6.2fx", sh, cfgs[c].name,
-                         B.M, tg * 1e3, gbs, 100.0 * gbs / copy_gbs, tl * 1e3, tm * 1e3, td[mi] * 1e3, dgbs,
-                         td[mi] / tg);
+                         "%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f | %8.2f | %8.2f %7.0f | %6.2fx %6.2fx", sh,
+                         cfgs[c].name, B.M, ts * 1e3, gbs, 100.0 * gbs / copy_gbs, tl * 1e3, tg * 1e3, tm * 1e3,
+                         td[mi] * 1e3, dgbs, td[mi] / ts, td[mi] / tg);
                 printf("%s\n", lines[s][c][mi]);
                 fflush(stdout);
             }
@@ -363,12 +370,13 @@ int main(int argc, char **argv)
         g->free(g, B.x);
         g->free(g, B.y);
     }
-    printf("\ndecode (fp16), copy %.0f GB/s: us per call (graph replay); GB/s of weight bytes read (codes +\n"
-           "scales/zeros) and %% of copy; launch = the same calls launched one by one from the host; mma = the\n"
-           "first kernel; cuBLAS on the dense fp16 weight (GB/s of its fp16 bytes); speedup = cuBLAS / gemv\n",
+    printf("\ndecode (fp16), copy %.0f GB/s: us per call (graph replay) of the stream kernel (AUTO's choice);\n"
+           "GB/s of weight bytes read (codes + scales/zeros) and %% of copy; launch = the same calls launched one\n"
+           "by one from the host; ring = round 2's GEMV kernel; mma = the first kernel; cuBLAS on the dense fp16\n"
+           "weight (GB/s of its fp16 bytes); speedup = cuBLAS / stream, cuBLAS / ring\n",
            copy_gbs);
-    printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s | %8s %7s | %7s\n", "K->N", "weight", "M", "gemv us", "GB/s",
-           "%copy", "launch", "mma us", "cuBLAS", "GB/s", "speedup");
+    printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s | %8s | %8s %7s | %7s %7s\n", "K->N", "weight", "M", "stream",
+           "GB/s", "%copy", "launch", "ring us", "mma us", "cuBLAS", "GB/s", "speedup", "ring");
     for (int s = 0; s < 3; s++)
         for (int c = 0; c < 3; c++)
             for (int mi = 0; mi < NDM; mi++)

@@ -208,7 +208,8 @@ static void report(int ok, const char *what, double err)
 
 static const char *path_name(int path)
 {
-    return path == WNA16_GEMV      ? "gemv"
+    return path == WNA16_STREAM    ? "stream"
+           : path == WNA16_GEMV    ? "gemv"
            : path == WNA16_MMA     ? "mma"
            : path == WNA16_DENSE   ? "dense"
            : path == WNA16_SCRATCH ? "scratch"
@@ -499,7 +500,8 @@ int main(int argc, char **argv)
         return 1;
     }
     static const int Ms[] = {1, 3, 8, 17, 128};
-    static const int mma[] = {WNA16_GEMV, WNA16_MMA}, all3[] = {WNA16_GEMV, WNA16_MMA, WNA16_DENSE, WNA16_SCRATCH};
+    static const int mma[] = {WNA16_STREAM, WNA16_GEMV, WNA16_MMA},
+                     all3[] = {WNA16_STREAM, WNA16_GEMV, WNA16_MMA, WNA16_DENSE, WNA16_SCRATCH};
     static const int autop[] = {WNA16_AUTO};
     static const int groups[] = {32, 64, 128, -1};
 
@@ -514,7 +516,7 @@ int main(int argc, char **argv)
                         /* rtn asym needs v2 where a zero is 0; random zeros suit both. */
                         const int v2 = (rtn && !sym) ? 1 : (idx >> 1) & 1;
                         cfg c = {rtn, 0, ki ? 172 : 64, 64, bits, groups[gi], sym, act, v2};
-                        run_case(f16, c, Ms, 5, mma, 2, idx % 4 == 0);
+                        run_case(f16, c, Ms, 5, mma, 3, idx % 4 == 0);
                     }
     /* The GEMV kernel's other code paths, under several tunings (default;
      * a one-stage ring refilled per stage; one K slice, no cluster, no PDL;
@@ -527,9 +529,9 @@ int main(int argc, char **argv)
      * a short last tile group (N = 200, 40, 52: not multiples of 64), K not
      * a multiple of the chunk (1000, 172), M across the 8- and 16-row tiles. */
     static const wna16_gemv_tuning tunes[] = {
-        {0, 0, 0, 0, 0, 0, 1, 1}, {0, 0, 1, 0, 0, 0, 1, 1}, {1, 0, 0, 1, 0, 0, 1, 1}, {8, 64, 1, 0, 0, 0, 1, 1},
-        {3, 0, 2, 1, 1, 0, 1, 1}, {0, 0, 8, 0, 0, 1, 1, 1}, {0, 0, 8, 0, 1, 1, 1, 1}, {0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 0, 4, 0, 0, 0, 1, 1}, {2, 0, 3, 0, 0, 0, 0, 1},
+        {0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {8, 64, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0},
+        {3, 0, 2, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 8, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 8, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {0, 0, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {2, 0, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
     };
     static const int gemv_only[] = {WNA16_GEMV};
     for (int ti = 0; ti < (int)(sizeof tunes / sizeof tunes[0]); ti++) {
@@ -549,11 +551,44 @@ int main(int argc, char **argv)
         }
     }
     wna16_gemv_tune(NULL);
+    /* The stream kernel's other plans: one warp per tile (each warp the
+     * whole of K: many groups staged per warp), 3 warps with W rounded
+     * before the mma, the largest block without PDL and with L2 prefetch,
+     * 2 warps prefetching their whole run, q - z per pair instead of the
+     * fold, x from global memory at M = 1; same cases. */
+    static const wna16_gemv_tuning stunes[] = {
+        {.stream_warps = 1},
+        {.stream_warps = 3, .exact_dequant = 1},
+        {.stream_warps = 16, .no_pdl = 1, .stream_prefetch = 8},
+        {.stream_warps = 2, .stream_prefetch = 1024},
+        {.stream_nofold = 1},
+        {.stream_no_xs = 1}};
+    static const int stream_only[] = {WNA16_STREAM};
+    for (int ti = 0; ti < (int)(sizeof stunes / sizeof stunes[0]); ti++) {
+        const wna16_gemv_tuning *tu = &stunes[ti];
+        printf("-- stream tuning: warps %d, exact_dequant %d, no_pdl %d, prefetch %d, nofold %d, no_xs %d\n",
+               tu->stream_warps, tu->exact_dequant, tu->no_pdl, tu->stream_prefetch, tu->stream_nofold,
+               tu->stream_no_xs);
+        wna16_gemv_tune(tu);
+        run_case(f16, (cfg){0, 0, 1000, 200, 4, 128, 1, 0, 0}, (const int[]){1, 9, 16, 33}, 4, stream_only, 1, 0);
+        run_case(f16, (cfg){1, 0, 512, 40, 4, 64, 0, 1, 1}, (const int[]){1, 5}, 2, stream_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 172, 52, 8, 32, 0, 1, 0}, (const int[]){2, 16}, 2, stream_only, 1, 0);
+        run_case(f16, (cfg){1, 0, 4096, 64, 4, 32, 0, 0, 1}, (const int[]){1, 8}, 2, stream_only, 1, 0);
+        /* the three static-group batch layouts: 1, 2, 4 chunks per group */
+        run_case(f16, (cfg){1, 0, 2048, 96, 4, 64, 0, 0, 1}, (const int[]){1, 3}, 2, stream_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 1024, 80, 8, 64, 1, 0, 0}, (const int[]){1, 7}, 2, stream_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 1536, 48, 8, 128, 0, 0, 1}, (const int[]){1, 12}, 2, stream_only, 1, 0);
+        if (!small) {
+            run_case(bf16, (cfg){0, 0, 4096, 200, 4, 32, 0, 1, 1}, (const int[]){1, 12}, 2, stream_only, 1, 0);
+            run_case(f16, (cfg){0, 0, 11008, 4096, 4, 128, 1, 0, 0}, (const int[]){1, 16}, 2, stream_only, 1, 0);
+        }
+    }
+    wna16_gemv_tune(NULL);
     if (small)
         goto seams;
     /* One thin and one deep extreme. */
-    run_case(f16, (cfg){0, 0, 64, 11008, 4, 32, 0, 1, 1}, (const int[]){1, 8, 17}, 3, mma, 2, 1);
-    run_case(f16, (cfg){0, 0, 11008, 64, 8, 128, 1, 1, 0}, (const int[]){1, 17}, 2, mma, 2, 1);
+    run_case(f16, (cfg){0, 0, 64, 11008, 4, 32, 0, 1, 1}, (const int[]){1, 8, 17}, 3, mma, 3, 1);
+    run_case(f16, (cfg){0, 0, 11008, 64, 8, 128, 1, 1, 0}, (const int[]){1, 17}, 2, mma, 3, 1);
     /* Groups of 16 over K = 8192, act-order: 64 groups per K slice of the
      * GEMV kernel (AUTO takes it while the slice's scales fit its shared
      * memory, else the MMA kernel). */
@@ -563,20 +598,20 @@ int main(int argc, char **argv)
     static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
     for (int s = 0; s < 3; s++) {
         const int K = shapes[s][0], N = shapes[s][1];
-        run_case(f16, (cfg){s == 0, 0, K, N, 4, 128, 1, 1, 0}, Ms, quick ? 2 : 5, s == 0 ? all3 : mma, s == 0 ? 4 : 2,
+        run_case(f16, (cfg){s == 0, 0, K, N, 4, 128, 1, 1, 0}, Ms, quick ? 2 : 5, s == 0 ? all3 : mma, s == 0 ? 5 : 3,
                  s == 0);
-        run_case(f16, (cfg){0, 0, K, N, 8, -1, 1, 0, 0}, Ms, quick ? 2 : 5, s == 2 ? all3 : mma, s == 2 ? 4 : 2, 0);
+        run_case(f16, (cfg){0, 0, K, N, 8, -1, 1, 0, 0}, Ms, quick ? 2 : 5, s == 2 ? all3 : mma, s == 2 ? 5 : 3, 0);
         if (!quick)
-            run_case(f16, (cfg){s != 0, 0, K, N, 4, 128, 0, 0, 1}, (const int[]){1, 17}, 2, mma, 2, 0);
+            run_case(f16, (cfg){s != 0, 0, K, N, 4, 128, 0, 0, 1}, (const int[]){1, 17}, 2, mma, 3, 0);
     }
     if (!quick)
-        run_case(f16, (cfg){0, 0, 11008, 11008, 4, 128, 1, 1, 0}, (const int[]){3}, 1, mma, 2, 0);
+        run_case(f16, (cfg){0, 0, 11008, 11008, 4, 128, 1, 1, 0}, (const int[]){3}, 1, mma, 3, 0);
 
     /* bf16 */
-    run_case(bf16, (cfg){1, 0, 64, 64, 4, 32, 0, 1, 1}, Ms, 5, mma, 2, 1);
-    run_case(bf16, (cfg){0, 0, 172, 64, 8, 32, 0, 0, 0}, Ms, 5, mma, 2, 1);
-    run_case(bf16, (cfg){0, 0, 4096, 11008, 4, 128, 1, 1, 0}, (const int[]){1, 17, 128}, 3, all3, 4, 0);
-    run_case(bf16, (cfg){1, 0, 4096, 4096, 8, 128, 0, 1, 1}, (const int[]){3, 8}, 2, mma, 2, 1);
+    run_case(bf16, (cfg){1, 0, 64, 64, 4, 32, 0, 1, 1}, Ms, 5, mma, 3, 1);
+    run_case(bf16, (cfg){0, 0, 172, 64, 8, 32, 0, 0, 0}, Ms, 5, mma, 3, 1);
+    run_case(bf16, (cfg){0, 0, 4096, 11008, 4, 128, 1, 1, 0}, (const int[]){1, 17, 128}, 3, all3, 5, 0);
+    run_case(bf16, (cfg){1, 0, 4096, 4096, 8, 128, 0, 1, 1}, (const int[]){3, 8}, 2, mma, 3, 1);
 
 seams:
     check_forward(f16);

@@ -1,0 +1,312 @@
+/* Internals of the W4A16 / W8A16 kernels (kernels/wna16.h), shared by
+ * kernels/wna16.cu (repack, the MMA and ring GEMV products, dequantization,
+ * the host-side paths) and kernels/wna16_stream.cu (the streaming GEMV):
+ * the weight handle, the repacked code layout, and the device steps that
+ * turn a lane's code words into mma A fragments. Not an interface: only
+ * those two files include it. */
+#ifndef LLMQ_KERNELS_WNA16_INTERNAL_CUH
+#define LLMQ_KERNELS_WNA16_INTERNAL_CUH
+
+#include <string.h>
+
+#include "kernels/cuda_common.cuh"
+
+extern "C" {
+#include "kernels/wna16.h"
+}
+
+struct wna16_weight {
+    int K, N, bits, ng;
+    int Kp, nkc, ntiles; /* repacked rows (padded), 16-byte chunks per 16 channels, Np / 16 */
+    int use_perm;        /* act-order (or padded groups): x gathered through perm */
+    int spg_shift;       /* k-step s is in group s >> spg_shift (static groups of 16 * 2^j rows), or -1 */
+    void *blob;          /* one device allocation holding the arrays below */
+    size_t blob_bytes, code_bytes, param_bytes;
+    int4 *wq;            /* [ntiles][nkc][32 lanes] */
+    uint2 *sz;           /* [ng][ntiles][8]: {half2 scales, half2 zeros} of channels gl, gl+8 */
+    int *step_group;     /* [Kp/16]: group of each 16-row k-step */
+    int *perm;           /* [Kp]: repacked row -> input channel, -1 = padding */
+    int *rowpos;         /* [K]: input channel -> repacked row (kept for inspection) */
+    int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans) */
+    void *dense;         /* cached dense W [N, K] in dense_dt, or NULL */
+    llmq_dtype dense_dt;
+    void *scratch;       /* lent by the caller */
+    size_t scratch_bytes;
+};
+
+template <int BITS> struct Cfg {
+    static constexpr int KC = BITS == 4 ? 64 : 32; /* rows of K per 16-byte lane chunk */
+    static constexpr int STEPS = KC / 16;          /* mma k-steps per chunk */
+};
+
+/* Where the code of (row rl of a chunk, channel nl of a 16-channel tile)
+ * lives: lane, word of the lane's int4, bit shift. The m16n8k16 A fragment
+ * (PTX ISA, row-major 16x16 f16): lane = 4 * gl + t holds rows gl and gl+8,
+ * columns 2t, 2t+1, 2t+8, 2t+9 as four f16x2 registers, register i = row
+ * +8*(i&1), column +8*(i>>1); the low half is the even column. So code pair
+ * (register i, half j) of k-step s sits at
+ *   4-bit: word s,            nibble i + 4j  (one LOP3 with 0x000F000F
+ *          after a shift by 4i yields both halves of register i);
+ *   8-bit: word 2s + (i>>1),  byte 2(i&1) + j (one PRMT). */
+struct CodePos {
+    int lane, word, shift;
+};
+
+__host__ __device__ __forceinline__ CodePos code_pos(int bits, int rl, int nl)
+{
+    const int s = rl >> 4, kk = rl & 15, i = ((kk >> 3) << 1) | (nl >> 3), t = (kk & 7) >> 1, j = kk & 1;
+    CodePos p;
+    p.lane = (nl & 7) * 4 + t;
+    if (bits == 4) {
+        p.word = s;
+        p.shift = 4 * (i + 4 * j);
+    } else {
+        p.word = 2 * s + (i >> 1);
+        p.shift = 8 * (2 * (i & 1) + j);
+    }
+    return p;
+}
+
+/* ---- device helpers ---- */
+
+__device__ __forceinline__ __half2 as_h2(uint32_t u)
+{
+    __half2 h;
+    memcpy(&h, &u, 4);
+    return h;
+}
+
+template <typename V> __device__ __forceinline__ uint32_t as_u32(V v)
+{
+    static_assert(sizeof(V) == 4, "32-bit pairs");
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return u;
+}
+
+/* Streamed once: keep it out of L1, which serves x. volatile: a plain asm
+ * statement counts as a pure function to the compiler, which then sinks it
+ * to its first use (into the conditional block that consumes it), and the
+ * loads meant to be in flight together go out one at a time. */
+__device__ __forceinline__ int4 ld_stream(const int4 *p)
+{
+    int4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+/* Codes of register i of k-step s: low 16 bits the even column, high the odd. */
+template <int BITS> __device__ __forceinline__ uint32_t code_pair(const uint32_t (&w)[4], int s, int i)
+{
+    if (BITS == 4)
+        return (w[s] >> (4 * i)) & 0x000F000Fu;
+    return __byte_perm(w[2 * s + (i >> 1)], 0u, (i & 1) ? 0x4342u : 0x4140u);
+}
+
+/* Per-group dequantization constants and the code pair -> dt pair step.
+ * fp16: 0x6400 | q is the half 1024 + q, so (h - (1024 + z)) * s in half2
+ * arithmetic: the subtraction is exact, the product rounds once.
+ * bf16 has too few mantissa bits for that trick at 8 bits: fp32
+ * ((2^23 + q) - (2^23 + z)) * s, exact, then one rounding to bf16. */
+template <typename T> struct Deq;
+
+template <> struct Deq<__half> {
+    __half2 s[2], z[2]; /* [0]: channel gl, [1]: channel gl + 8, both halves */
+    __device__ __forceinline__ void set(uint2 p)
+    {
+        const __half2 sp = as_h2(p.x), zp = __hadd2(as_h2(p.y), __float2half2_rn(1024.0f));
+        s[0] = __low2half2(sp);
+        s[1] = __high2half2(sp);
+        z[0] = __low2half2(zp);
+        z[1] = __high2half2(zp);
+    }
+    __device__ __forceinline__ uint32_t operator()(uint32_t e, int h) const
+    {
+        return as_u32(__hmul2(__hsub2(as_h2(e | 0x64006400u), z[h]), s[h]));
+    }
+};
+
+template <> struct Deq<__nv_bfloat16> {
+    float s[2], z[2]; /* z = 2^23 + zero */
+    __device__ __forceinline__ void set(uint2 p)
+    {
+        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
+        s[0] = __low2float(sp);
+        s[1] = __high2float(sp);
+        z[0] = 8388608.0f + __low2float(zp);
+        z[1] = 8388608.0f + __high2float(zp);
+    }
+    __device__ __forceinline__ uint32_t operator()(uint32_t e, int h) const
+    {
+        const float lo = (__uint_as_float(0x4B000000u | (e & 0xFFFFu)) - z[h]) * s[h];
+        const float hi = (__uint_as_float(0x4B000000u | (e >> 16)) - z[h]) * s[h];
+        return as_u32(__floats2bfloat162_rn(lo, hi));
+    }
+};
+
+/* c += A (16 channels x 16 k) . B (16 k x 8 rows of x), fp32 accumulators:
+ * c0, c1 = channel gl, rows 2t, 2t+1; c2, c3 = channel gl + 8. */
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+
+template <>
+__device__ __forceinline__ void mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                        uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* x[row][r], x[row][r+1] (repacked rows r, r+1; r even) as a dt pair: the
+ * B fragment's two k. Through perm under act-order; padding rows read 0. */
+template <bool PERM> __device__ __forceinline__ uint32_t x_pair(const uint16_t *xrow, int r, int K, const int *perm)
+{
+    if (PERM) {
+        const int2 p = __ldg(reinterpret_cast<const int2 *>(perm + r));
+        const uint32_t lo = p.x >= 0 ? __ldg(xrow + p.x) : 0u, hi = p.y >= 0 ? __ldg(xrow + p.y) : 0u;
+        return lo | hi << 16;
+    }
+    return r < K ? __ldg(reinterpret_cast<const uint32_t *>(xrow + r)) : 0u;
+}
+
+/* The A fragment of k-step s (4 registers) from a lane's 4 code words.
+ * EXACT: W = s (q - z) rounded to dt once, as Deq does it (bf16 always,
+ * fp16 with two row tiles). Otherwise (fp16, one row tile) the fragment is
+ * the exact integers q - z and the scale is applied by the caller, in fp32,
+ * to the group's partial sums: one multiply per group instead of one per
+ * weight pair. fp16 tricks: the mask and the 0x6400 exponent go in one
+ * LOP3; 4-bit registers 1 and 3 take their nibbles where they lie (bits 4-7
+ * of each half) as 1024 + 16q, and fma(h, 1/16, -(64 + z)) = q - z exactly,
+ * so one shift per word instead of three; at 8 bits one PRMT places the
+ * byte and the 0x64 exponent byte together. */
+template <typename T, int BITS, bool EXACT> struct GvDeq {
+    Deq<T> d;
+    __device__ __forceinline__ void init() {}
+    __device__ __forceinline__ void set(uint2 p) { d.set(p); }
+    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int s, uint32_t (&af)[4]) const
+    {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            af[i] = d(code_pair<BITS>(w, s, i), i & 1);
+    }
+};
+
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t mask, uint32_t bits)
+{
+    uint32_t r; /* (a & mask) | bits in one instruction */
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(r) : "r"(a), "r"(mask), "r"(bits));
+    return r;
+}
+
+template <int BITS, bool EXACT> struct GvDeq<__half, BITS, EXACT> {
+    __half2 s[2], z[2], zq; /* z = 1024 + zero; zq = -(64 + zero) of channel gl + 8 */
+    float sf[2];            /* !EXACT: the scales of channels gl, gl + 8 */
+    __device__ __forceinline__ void init() { sf[0] = sf[1] = 0.0f; }
+    __device__ __forceinline__ void set(uint2 p)
+    {
+        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
+        if (EXACT) {
+            s[0] = __low2half2(sp);
+            s[1] = __high2half2(sp);
+        } else {
+            sf[0] = __low2float(sp);
+            sf[1] = __high2float(sp);
+        }
+        const __half2 zz = __hadd2(zp, __float2half2_rn(1024.0f));
+        z[0] = __low2half2(zz);
+        z[1] = __high2half2(zz);
+        zq = __hneg2(__hadd2(__high2half2(zp), __float2half2_rn(64.0f)));
+    }
+    __device__ __forceinline__ uint32_t fin(__half2 qz, int h) const
+    {
+        return as_u32(EXACT ? __hmul2(qz, s[h]) : qz);
+    }
+    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int st, uint32_t (&af)[4]) const
+    {
+        if (BITS == 4) {
+            const uint32_t w0 = w[st], w8 = w0 >> 8;
+            const __half2 r16 = __float2half2_rn(0.0625f);
+            af[0] = fin(__hsub2(as_h2(lop3_and_or(w0, 0x000F000Fu, 0x64006400u)), z[0]), 0);
+            af[1] = fin(__hfma2(as_h2(lop3_and_or(w0, 0x00F000F0u, 0x64006400u)), r16, zq), 1);
+            af[2] = fin(__hsub2(as_h2(lop3_and_or(w8, 0x000F000Fu, 0x64006400u)), z[0]), 0);
+            af[3] = fin(__hfma2(as_h2(lop3_and_or(w8, 0x00F000F0u, 0x64006400u)), r16, zq), 1);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const uint32_t e = __byte_perm(w[2 * st + (i >> 1)], 0x64646464u, (i & 1) ? 0x4342u : 0x4140u);
+                af[i] = fin(__hsub2(as_h2(e), z[i & 1]), i & 1);
+            }
+        }
+    }
+};
+
+/* Round 3, fp16 with one row tile (FOLD): the mma takes the codes as they
+ * come out of the LOP3 (PRMT at 8 bits), with no subtraction at all: 4-bit
+ * registers 0 and 2 (channel gl) are 1024 + q, registers 1 and 3 (channel
+ * gl + 8, nibbles left at bits 4-7) 1024 + 16 q; 8-bit pairs are 1024 + q.
+ * The zero point and the offset come off once per group:
+ *   sum_k x (o + m q) = o X + m sum_k x q,  X = sum_k x over the group,
+ * so the group's contribution is (s / m) (accg - (o + m z) X), with X from
+ * one extra mma per k-step (A = ones, shared by the GV_TB tiles). o + m z
+ * and s / 16 are exact in fp32; the cancellation costs ~2^-24 x 1264 / |q-z|
+ * relative per group in fp32, far below the fp16 output rounding. 4 LOP3 +
+ * 1 shift per A fragment instead of 9 instructions. */
+template <int BITS> struct GvDeqFold {
+    /* No per-group state in registers (the fold's x sums already cost 4):
+     * the flush reads the group's scales/zeros from shared memory again. */
+    __device__ __forceinline__ void init() {}
+    __device__ __forceinline__ void set(uint2) {}
+    /* per channel gl, gl + 8: s / m and o + m z */
+    static __device__ __forceinline__ void corr(uint2 p, float (&sf)[2], float (&zc)[2])
+    {
+        const __half2 sp = as_h2(p.x), zp = as_h2(p.y);
+        sf[0] = __low2float(sp);
+        zc[0] = 1024.0f + __low2float(zp);
+        if (BITS == 4) {
+            sf[1] = __high2float(sp) * 0.0625f;
+            zc[1] = 1024.0f + 16.0f * __high2float(zp);
+        } else {
+            sf[1] = __high2float(sp);
+            zc[1] = 1024.0f + __high2float(zp);
+        }
+    }
+    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int st, uint32_t (&af)[4]) const
+    {
+        if (BITS == 4) {
+            const uint32_t w0 = w[st], w8 = w0 >> 8;
+            af[0] = lop3_and_or(w0, 0x000F000Fu, 0x64006400u); /* no zero, no scale: see corr */
+            af[1] = lop3_and_or(w0, 0x00F000F0u, 0x64006400u);
+            af[2] = lop3_and_or(w8, 0x000F000Fu, 0x64006400u);
+            af[3] = lop3_and_or(w8, 0x00F000F0u, 0x64006400u);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                af[i] = __byte_perm(w[2 * st + (i >> 1)], 0x64646464u, (i & 1) ? 0x4342u : 0x4140u);
+        }
+    }
+};
+
+/* The streaming GEMV (kernels/wna16_stream.cu): 0 and y = x . W^T, or -1
+ * with llmq_fail(). stream_usable says whether it takes this weight at M. */
+int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M);
+int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M);
+/* wna16_gemv_tune's knobs for it: warps per block (0: planned), no PDL,
+ * W rounded before the mma at M <= 8 too, L2 prefetch distance, dry run,
+ * q - z per pair instead of the zero point folded into the group sums,
+ * x read from global memory at M = 1 instead of staged in shared memory. */
+void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetch, int dry, int nofold, int no_xs);
+
+#endif

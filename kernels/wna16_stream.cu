@@ -1,0 +1,656 @@
+/* The streaming W4A16 / W8A16 GEMV (round 4 of the decode kernel,
+ * kernels/WNA16_NOTES.md): wna16.h's STREAM path, AUTO's choice at M = 1.
+ *
+ * Why another kernel. Round 2's ring GEMV (kernels/wna16.cu) brings the
+ * codes into shared memory by bulk copies, two 8 KB stages per block, and
+ * its blocks wait out about one loaded DRAM round trip per stage: 0.31-0.43
+ * of the copy bandwidth at M = 1. Here every warp streams its own
+ * contiguous run of chunks straight into registers with two batches of
+ * ST_U 16-byte loads per lane in flight: no ring, no barrier, no copy
+ * engine, and a warp never waits on another. Streaming alone (the
+ * stream_dry knob: same loads, no arithmetic) reaches ~0.85 of the copy
+ * bandwidth on the 7B shapes, so what is left is arithmetic per chunk,
+ * which the choices below cut:
+ *
+ *   - FAST (static groups of 1, 2 or 4 whole chunks, K a multiple of the
+ *     chunk: GPTQ g64 / g128): runs are whole batches, and a batch is
+ *     straight-line code with the group boundaries known at compile time;
+ *     no bounds or group tests for the compiler to schedule around;
+ *   - FOLD (fp16, M <= 8): the mma takes the codes as the LOP3 leaves them
+ *     (1024 + q, or 1024 + 16 q for the high nibble pairs) and the zero
+ *     point and the offset come off once per group through the group's x
+ *     sums: 5 instructions per A fragment instead of 9;
+ *   - XS (M = 1): x is staged once per block in shared memory, each
+ *     chunk's words permuted so that a lane's B fragments are one or two
+ *     16-byte loads, and the group sums of x are computed there too. Global
+ *     x loads next to the stream were the largest single cost (4096 ->
+ *     11008: 17.0 -> 10.6 us).
+ * The general loop (any groups, padding rows, act-order through perm)
+ * keeps a test per k-step and reads x from global memory.
+ *
+ * Work split. A block owns one 16-channel tile and all of K; its SW warps
+ * (1..ST_MAX_WARPS, planned per shape so that the grid is resident in one
+ * wave) take consecutive runs of cps chunks, and add their accumulator
+ * fragments through shared memory at the end in a fixed order
+ * (deterministic, no atomics, no workspace, no cluster). Blocks along y take
+ * further groups of 8 * MT rows of x. Per warp, before the stream, the
+ * scales/zeros of the groups its run touches (a contiguous range: the
+ * repack sorts rows by group) go to shared memory with all loads in flight
+ * at once. The weight loads go out before griddepcontrol.wait
+ * (programmatic dependent launch), so they overlap the end of the kernel
+ * before. Measured: docs/BENCHMARKS_KERNELS.md. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <type_traits>
+
+#include "kernels/wna16_internal.cuh"
+
+#define ST_U 4          /* chunks per batch; two batches in flight per warp */
+#define ST_MAX_WARPS 16 /* per block (launch bounds: 512 threads, <= 128 registers) */
+
+struct StArgs {
+    const int4 *wq;
+    const uint2 *sz;
+    const int *step_group, *perm;
+    int M, K, N, ng, nkc, ntiles;
+    int cps;       /* chunks per warp (the last warps may have fewer or none) */
+    int spg_shift; /* step -> group as a shift, or -1: the step_group table */
+    int prefetch;  /* chunks prefetched into L2 ahead of the register batches (0: none) */
+    int xs_off;    /* XS: byte offset of the staged x row in shared memory */
+    int gspan;     /* most groups one warp's run touches */
+};
+
+/* Shared memory of a block of nw warps (bytes): the reduction fragments,
+ * then per warp its groups' scales/zeros, then (table) its steps' groups. */
+__host__ __device__ __forceinline__ size_t st_smem(int nw, int mt, int gspan, int cps, int steps, int table)
+{
+    return (size_t)nw * mt * 512 + (size_t)nw * gspan * 64 + (table ? (size_t)nw * cps * steps * 4 : 0);
+}
+
+/* Chunks kc .. kc + ST_U - 1 of this lane's tile, zeros past kc1. */
+__device__ __forceinline__ void st_load(int4 (&w)[ST_U], const int4 *wt, int kc, int kc1)
+{
+#pragma unroll
+    for (int u = 0; u < ST_U; u++)
+        w[u] = kc + u < kc1 ? ld_stream(wt + (size_t)(kc + u) * 32) : make_int4(0, 0, 0, 0);
+}
+
+/* Chunks kc .. kc + n - 1 of a tile (clipped at kc1) into L2 by one bulk
+ * prefetch from lane 0 (tuning knob stream_prefetch: deeper than the
+ * registers hold, at no register cost). */
+__device__ __forceinline__ void st_prefetch(const int4 *tile, int kc, int n, int kc1, int lane)
+{
+    n = kc + n < kc1 ? n : kc1 - kc;
+    if (lane == 0 && n > 0)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(tile + (size_t)kc * 32), "r"(n * 512)
+                     : "memory");
+}
+
+/* dst[i] = src[i] for i < n, by the 32 lanes of a warp, 4 loads in flight
+ * per lane before the first store. */
+template <typename V> __device__ __forceinline__ void st_stage(V *dst, const V *src, int n, int lane)
+{
+    for (int i0 = 0; i0 < n; i0 += 128) {
+        V v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int i = i0 + 32 * j + lane;
+            if (i < n)
+                v[j] = __ldg(src + i);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int i = i0 + 32 * j + lane;
+            if (i < n)
+                dst[i] = v[j];
+        }
+    }
+}
+
+/* x[row][r], x[row][r + 1] as a dt pair (repacked rows r, r + 1, r even;
+ * through perm under act-order), 0 for padding rows. Branch-free: the
+ * lanes of a warp disagree on the tests, and a divergent branch per k-step
+ * costs more than the loads. */
+template <bool PERM> __device__ __forceinline__ uint32_t st_x(const uint16_t *xb, int r, int K, const int *perm)
+{
+    if (PERM) {
+        const int2 p = __ldg(reinterpret_cast<const int2 *>(perm + r));
+        const uint32_t lo = __ldg(xb + (p.x > 0 ? p.x : 0)), hi = __ldg(xb + (p.y > 0 ? p.y : 0));
+        return (p.x >= 0 ? lo : 0u) | (p.y >= 0 ? hi : 0u) << 16;
+    }
+    const uint32_t v = __ldg(reinterpret_cast<const uint32_t *>(xb + (r < K ? r : K - 2)));
+    return r < K ? v : 0u;
+}
+
+template <typename T, int BITS, int MT, bool PERM, bool EXACT, int FG, bool FOLD, bool XS = false, bool DRY = false>
+__global__ void __launch_bounds__(ST_MAX_WARPS * 32)
+    wna16_stream_kernel(T *__restrict__ y, const T *__restrict__ x, const StArgs a)
+{
+    /* FG >= 0 (FAST): static groups of 2^FG whole chunks, every warp's run
+     * a whole number of batches (the plan sees to it), so that a batch is
+     * straight-line code the compiler schedules as one block: no bounds or
+     * group tests inside it. FG < 0: any groups, padding rows, act-order. */
+    constexpr bool FAST = FG >= 0;
+    constexpr int CPG = FAST ? 1 << FG : 1;
+    static_assert(!FAST || CPG <= ST_U, "FAST: a batch holds whole groups");
+    static_assert(EXACT || std::is_same<T, __half>::value, "scales after the mma: fp16 only");
+    static_assert(!FAST || !PERM, "FAST: static groups only");
+    static_assert(!FOLD || (FAST && !EXACT && MT == 1), "FOLD: fp16, one row tile, FAST groups");
+    static_assert(!DRY || FAST, "DRY: a measurement of the FAST stream");
+    static_assert(!XS || FOLD, "XS: x staged for M = 1 (FOLD kernels)");
+    constexpr int XW = Cfg<BITS>::KC / 2; /* XS: x words (row pairs) per chunk; lane t takes t + 4 j */
+    constexpr int STEPS = Cfg<BITS>::STEPS;
+    extern __shared__ __align__(16) unsigned char st_sm[];
+    const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
+    const int nt = blockIdx.x, m0 = blockIdx.y * 8 * MT;
+    float4 *red = reinterpret_cast<float4 *>(st_sm); /* [nw][MT][32 lanes] */
+    uint2 *szw = reinterpret_cast<uint2 *>(st_sm + (size_t)nw * MT * 512) + (size_t)warp * a.gspan * 8;
+    int *sgw = reinterpret_cast<int *>(st_sm + (size_t)nw * MT * 512 + (size_t)nw * a.gspan * 64) +
+               (size_t)warp * a.cps * STEPS;
+
+    const int kc0 = warp * a.cps, kc1 = kc0 + a.cps < a.nkc ? kc0 + a.cps : a.nkc; /* kc1 <= kc0: no work */
+    const int s0 = kc0 * STEPS;
+    const int4 *tile = a.wq + (size_t)nt * a.nkc * 32, *wt = tile + lane;
+
+    /* The first two batches, then the run's scales while they travel. */
+    int4 wa[ST_U], wb[ST_U];
+    st_load(wa, wt, kc0, kc1);
+    st_load(wb, wt, kc0 + ST_U, kc1);
+    if (a.prefetch)
+        st_prefetch(tile, kc0 + 2 * ST_U, a.prefetch, kc1, lane);
+    int glo = 0;
+    if (kc1 > kc0) { /* warp-uniform */
+        const int s1 = kc1 * STEPS;
+        int ghi;
+        if (a.spg_shift >= 0) {
+            glo = s0 >> a.spg_shift;
+            ghi = (s1 - 1) >> a.spg_shift;
+            ghi = ghi < a.ng ? ghi : a.ng - 1;
+            glo = glo < a.ng ? glo : a.ng - 1;
+        } else {
+            glo = __ldg(a.step_group + s0);
+            ghi = __ldg(a.step_group + s1 - 1);
+            st_stage(sgw, a.step_group + s0, s1 - s0, lane);
+        }
+        const int ngr = ghi - glo + 1;
+        for (int i0 = 0; i0 < ngr * 8; i0 += 128) { /* st_stage with the tile's stride between groups */
+            uint2 v[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int i = i0 + 32 * j + lane;
+                if (i < ngr * 8)
+                    v[j] = __ldg(a.sz + ((size_t)(glo + (i >> 3)) * a.ntiles + nt) * 8 + (i & 7));
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int i = i0 + 32 * j + lane;
+                if (i < ngr * 8)
+                    szw[i] = v[j];
+            }
+        }
+    }
+    __syncwarp();
+    /* x and y belong to the kernel before until this returns (a no-op
+     * without programmatic dependent launch). */
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    /* XS (M = 1): x staged once per block, each chunk's XW words permuted so
+     * that lane t's B words (t + 4 j, j = 2 s and 2 s + 1 for k-step s) are
+     * contiguous: one or two 16-byte shared loads per chunk instead of 2 *
+     * STEPS global ones, and no x traffic through L1 next to the stream. */
+    /* The fold's group sums X of x come from the staging too (fp32, in a
+     * fixed order), so the mma need not compute them (FOLD without XS adds
+     * one mma per k-step with A = ones instead). */
+    const uint32_t *xs = reinterpret_cast<const uint32_t *>(st_sm + a.xs_off);
+    const float *xsum = reinterpret_cast<const float *>(st_sm + a.xs_off + 2 * (size_t)a.K);
+    if constexpr (XS) {
+        constexpr int G8 = (Cfg<BITS>::KC << (FAST ? FG : 0)) / 8; /* 16-byte pieces of x per group (<= 32) */
+        uint32_t *xw = reinterpret_cast<uint32_t *>(st_sm + a.xs_off);
+        float *xg = reinterpret_cast<float *>(st_sm + a.xs_off + 2 * (size_t)a.K);
+        const uint4 *x4 = reinterpret_cast<const uint4 *>(x);
+        for (int q0 = warp * 32; q0 < a.K / 8; q0 += blockDim.x) { /* warp-uniform: groups start at lane % G8 == 0 */
+            const int q = q0 + lane;                               /* words 4q .. 4q + 3: t = 0..3, one j */
+            float sum = 0.0f;
+            if (q < a.K / 8) {
+                const uint4 v = __ldg(x4 + q);
+                const int c = (4 * q) / XW, j = (4 * q) % XW / 4;
+                uint32_t *d = xw + c * XW + j;
+                d[0] = v.x;
+                d[XW / 4] = v.y;
+                d[2 * (XW / 4)] = v.z;
+                d[3 * (XW / 4)] = v.w;
+                const float2 f0 = __half22float2(as_h2(v.x)), f1 = __half22float2(as_h2(v.y)),
+                             f2 = __half22float2(as_h2(v.z)), f3 = __half22float2(as_h2(v.w));
+                sum = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
+            }
+#pragma unroll
+            for (int o = G8 / 2; o >= 1; o >>= 1)
+                sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+            if (q < a.K / 8 && lane % G8 == 0)
+                xg[q / G8] = sum;
+        }
+        __syncthreads();
+    }
+
+    /* The x row of this lane's B column in each row tile. Columns past M
+     * read row M - 1: their outputs are not written, and the mma keeps
+     * columns apart, so no mask is needed. */
+    const uint16_t *xrow[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        const int m = m0 + mt * 8 + gl;
+        xrow[mt] = reinterpret_cast<const uint16_t *>(x) + (size_t)(m < a.M ? m : a.M - 1) * a.K;
+    }
+    /* Two accumulator sets, for even and odd k-steps: a chunk's 4 mma are
+     * two chains of 2 instead of one of 4. accg: the current group's sums
+     * (fp16, one row tile); xacc (FOLD): the group's x sums. */
+    float acc[2][MT][4], accg[2][MT][4], xacc[2][4];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            xacc[h][c] = 0.0f;
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                acc[h][mt][c] = accg[h][mt][c] = 0.0f;
+        }
+    uint32_t dry = 0; /* DRY: the codes folded together, so that their loads stay */
+    using Dq = typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, EXACT>>::type;
+    Dq dq;
+    dq.init();
+    int gcur = -1;
+    /* acc += scale * accg at the end of a group; FOLD: the zero point and
+     * the fp16 offset come off there, scale * (accg - (1024 + m z) X). */
+    auto flush = [&]() {
+        if constexpr (FOLD) {
+            if (gcur < 0) /* warp-uniform: nothing summed yet */
+                return;
+            float sf[2], zc[2];
+            GvDeqFold<BITS>::corr(szw[(gcur - glo) * 8 + gl], sf, zc);
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const float ag = accg[0][0][c] + accg[1][0][c], xs = XS ? xsum[gcur] : xacc[0][c] + xacc[1][c];
+                acc[0][0][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], xs, ag), acc[0][0][c]);
+                accg[0][0][c] = accg[1][0][c] = xacc[0][c] = xacc[1][c] = 0.0f;
+            }
+        } else if constexpr (!EXACT) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    acc[0][mt][c] = fmaf(dq.sf[c >> 1], accg[0][mt][c] + accg[1][mt][c], acc[0][mt][c]);
+                    accg[0][mt][c] = accg[1][mt][c] = 0.0f;
+                }
+        }
+    };
+    const uint32_t ones[4] = {0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u}; /* fp16 1.0 pairs */
+    auto compute = [&](const int4 (&w)[ST_U], int kcb) {
+#pragma unroll
+        for (int u = 0; u < ST_U; u++) {
+            const int kc = kcb + u;
+            if (kc >= kc1) /* warp-uniform */
+                break;
+            const uint32_t wd[4] = {(uint32_t)w[u].x, (uint32_t)w[u].y, (uint32_t)w[u].z, (uint32_t)w[u].w};
+#pragma unroll
+            for (int s = 0; s < STEPS; s++) {
+                const int st = kc * STEPS + s;
+                int g = a.spg_shift >= 0 ? st >> a.spg_shift : sgw[st - s0];
+                g = g < a.ng ? g : a.ng - 1; /* tail padding steps */
+                if (g != gcur) {             /* warp-uniform */
+                    flush();
+                    gcur = g;
+                    dq.set(szw[(g - glo) * 8 + gl]);
+                }
+                const int r = st * 16 + 2 * t;
+                uint32_t b[MT][2];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    b[mt][0] = st_x<PERM>(xrow[mt], r, a.K, a.perm);
+                    b[mt][1] = st_x<PERM>(xrow[mt], r + 8, a.K, a.perm);
+                }
+                uint32_t af[4];
+                dq.frag(wd, s, af);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    mma16816<T>(EXACT ? acc[s & 1][mt] : accg[s & 1][mt], af, b[mt][0], b[mt][1]);
+            }
+        }
+    };
+    /* FAST: a batch is ST_U / CPG whole groups, starting group-aligned. */
+    auto compute_fast = [&](const int4 (&w)[ST_U], int kcb) {
+#pragma unroll
+        for (int u = 0; u < ST_U; u++) {
+            const int kc = kcb + u;
+            const uint32_t wd[4] = {(uint32_t)w[u].x, (uint32_t)w[u].y, (uint32_t)w[u].z, (uint32_t)w[u].w};
+            if constexpr (DRY) {
+                dry ^= wd[0] ^ wd[1] ^ wd[2] ^ wd[3];
+                continue;
+            }
+            if (u % CPG == 0) { /* compile-time: a group starts */
+                gcur = kc >> (FAST ? FG : 0);
+                dq.set(szw[(gcur - glo) * 8 + gl]);
+            }
+            const uint16_t *xc[MT]; /* this chunk's x at rows 16 s + 2 t (+ 8) */
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                xc[mt] = xrow[mt] + kc * (STEPS * 16) + 2 * t;
+            uint32_t xv[2 * STEPS]; /* XS: this lane's B words of the chunk */
+            if constexpr (XS) {
+                const uint4 *p = reinterpret_cast<const uint4 *>(xs + kc * XW + t * (XW / 4));
+#pragma unroll
+                for (int h = 0; h < XW / 16; h++) {
+                    const uint4 v = p[h];
+                    xv[4 * h] = v.x;
+                    xv[4 * h + 1] = v.y;
+                    xv[4 * h + 2] = v.z;
+                    xv[4 * h + 3] = v.w;
+                }
+            }
+#pragma unroll
+            for (int s = 0; s < STEPS; s++) {
+                uint32_t b[MT][2];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    if constexpr (XS) {
+                        b[mt][0] = xv[2 * s];
+                        b[mt][1] = xv[2 * s + 1];
+                    } else {
+                        b[mt][0] = __ldg(reinterpret_cast<const uint32_t *>(xc[mt] + 16 * s));
+                        b[mt][1] = __ldg(reinterpret_cast<const uint32_t *>(xc[mt] + 16 * s + 8));
+                    }
+                }
+                uint32_t af[4];
+                dq.frag(wd, s, af);
+                if constexpr (FOLD && !XS)
+                    mma16816<T>(xacc[s & 1], ones, b[0][0], b[0][1]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    mma16816<T>(EXACT ? acc[s & 1][mt] : accg[s & 1][mt], af, b[mt][0], b[mt][1]);
+            }
+            if (u % CPG == CPG - 1) /* compile-time: the group ends */
+                flush();
+        }
+    };
+    if constexpr (FAST) {
+        /* Runs and batches are whole: a batch is loaded only when it exists. */
+        for (int kcb = kc0; kcb < kc1; kcb += 2 * ST_U) {
+            compute_fast(wa, kcb);
+            if (kcb + 2 * ST_U < kc1) {
+                st_load(wa, wt, kcb + 2 * ST_U, kc1);
+                if (a.prefetch)
+                    st_prefetch(tile, kcb + 2 * ST_U + a.prefetch, ST_U, kc1, lane);
+            }
+            if (kcb + ST_U >= kc1)
+                break;
+            compute_fast(wb, kcb + ST_U);
+            if (kcb + 3 * ST_U < kc1) {
+                st_load(wb, wt, kcb + 3 * ST_U, kc1);
+                if (a.prefetch)
+                    st_prefetch(tile, kcb + 3 * ST_U + a.prefetch, ST_U, kc1, lane);
+            }
+        }
+        gcur = -1; /* every group was flushed at its end */
+    } else {
+        for (int kcb = kc0; kcb < kc1; kcb += 2 * ST_U) {
+            compute(wa, kcb);
+            st_load(wa, wt, kcb + 2 * ST_U, kc1);
+            if (a.prefetch)
+                st_prefetch(tile, kcb + 2 * ST_U + a.prefetch, ST_U, kc1, lane);
+            compute(wb, kcb + ST_U);
+            st_load(wb, wt, kcb + 3 * ST_U, kc1);
+            if (a.prefetch)
+                st_prefetch(tile, kcb + 3 * ST_U + a.prefetch, ST_U, kc1, lane);
+        }
+    }
+    flush();
+    if constexpr (DRY)
+        acc[0][0][0] = (float)(dry & 1u);
+
+    /* The warps' fragments, summed in warp order; each thread writes one
+     * (row, channel) of the tile at a time. */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        red[(warp * MT + mt) * 32 + lane] = make_float4(acc[0][mt][0] + acc[1][mt][0], acc[0][mt][1] + acc[1][mt][1],
+                                                        acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]);
+    __syncthreads();
+    const float *rf = reinterpret_cast<const float *>(red);
+    for (int e = threadIdx.x; e < MT * 128; e += blockDim.x) {
+        const int c = e & 3, ln = (e >> 2) & 31, mt = e >> 7;
+        const int n = nt * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
+        if (m >= a.M || n >= a.N)
+            continue;
+        float v = 0.0f;
+        for (int wp = 0; wp < nw; wp++)
+            v += rf[wp * MT * 128 + e];
+        y[(size_t)m * a.N + n] = from_f32<T>(v);
+    }
+}
+
+/* ---- host side ---- */
+
+struct StPlan {
+    int sw, cps, gspan, mt;
+    size_t smem;
+};
+
+/* Blocks of nw warps with regs registers per thread and smem bytes that
+ * one multiprocessor holds. */
+static int st_resident(const cuda_ctx *c, int nw, int regs, size_t smem)
+{
+    static int smem_sm[64], reserved[64]; /* per device, asked once */
+    const int d = c->device >= 0 && c->device < 64 ? c->device : 0;
+    if (!smem_sm[d] &&
+        (cudaDeviceGetAttribute(&smem_sm[d], cudaDevAttrMaxSharedMemoryPerMultiprocessor, c->device) != cudaSuccess ||
+         cudaDeviceGetAttribute(&reserved[d], cudaDevAttrReservedSharedMemoryPerBlock, c->device) != cudaSuccess)) {
+        cudaGetLastError();
+        smem_sm[d] = -1;
+    }
+    const int warp_regs = (regs * 32 + 255) / 256 * 256;
+    int n = 65536 / (warp_regs * nw);
+    if (smem_sm[d] > 0 && (int)((size_t)smem_sm[d] / (smem + (size_t)reserved[d])) < n)
+        n = (int)((size_t)smem_sm[d] / (smem + (size_t)reserved[d]));
+    if (64 / nw < n)
+        n = 64 / nw;
+    return n < 32 ? n : 32;
+}
+
+/* The warps per block: the split whose grid is resident in the fewest
+ * waves, each wave costing its warps' chunks plus ~3 chunks of start-up
+ * (first loads, scales, the reduction); ties go to fewer warps; runs of at
+ * least two batches. FAST rounds runs up to whole batches. 0, or -1 when
+ * no split fits shared memory. */
+static int st_fast_group(const wna16_weight *w);
+
+static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, int force_sw, size_t xs_bytes,
+                   StPlan *out)
+{
+    const int STEPS = w->bits == 4 ? Cfg<4>::STEPS : Cfg<8>::STEPS, table = w->spg_shift < 0;
+    const int mt = M <= 8 ? 1 : 2, q = st_fast_group(w) >= 0 ? ST_U : 1; /* FAST: runs of whole batches */
+    const long blocks = (long)w->ntiles * ((M + 8 * mt - 1) / (8 * mt));
+    long best = -1;
+    for (int sw = 1; sw <= ST_MAX_WARPS && sw <= w->nkc; sw++) {
+        const int cps = ((w->nkc + sw - 1) / sw + q - 1) / q * q, swe = (w->nkc + cps - 1) / cps;
+        if (swe != sw)
+            continue; /* the same runs as a smaller block */
+        if (force_sw > 0 && sw <= force_sw) /* forced: the largest split up to force_sw */
+            best = -1;
+        else if (force_sw > 0)
+            continue;
+        else if (cps < 2 * ST_U && sw > 1)
+            continue; /* a warp with one batch has nothing to load while it computes (measured: 4096 x 4096
+                         at M = 1 takes 4.8 us with 16 warps of 4 chunks, 4.0 with 8 of 8) */
+        int gspan = 1;
+        for (int q = 0; q < sw; q++) {
+            const int kc0 = q * cps, kc1 = kc0 + cps < w->nkc ? kc0 + cps : w->nkc;
+            const int span = w->sg_host[kc1 * STEPS - 1] - w->sg_host[kc0 * STEPS] + 1;
+            gspan = span > gspan ? span : gspan;
+        }
+        const size_t smem = st_smem(sw, mt, gspan, cps, STEPS, table) + xs_bytes;
+        if (smem > c->smem_optin)
+            continue;
+        const int bps = regs > 0 ? st_resident(c, sw, regs, smem) : 1;
+        const long waves = (blocks + (long)bps * c->num_sms - 1) / ((long)bps * c->num_sms);
+        const long cost = waves * (cps + 3);
+        if (best < 0 || cost < best) {
+            best = cost;
+            out->sw = sw;
+            out->cps = cps;
+            out->gspan = gspan;
+            out->mt = mt;
+            out->smem = smem;
+        }
+    }
+    return best < 0 ? -1 : 0;
+}
+
+/* XS: shared memory for the staged x row and its group sums. */
+static size_t st_xs_bytes(const wna16_weight *w) { return ((size_t)w->K * 2 + (size_t)w->ng * 4 + 15) & ~(size_t)15; }
+
+static int st_force_sw, st_no_pdl, st_exact, st_prefetch_n, st_dry, st_nofold, st_no_xs;
+static int st_pdl_ok = 1; /* cleared when a launch with programmatic serialization fails */
+
+void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetch, int dry, int nofold, int no_xs)
+{
+    st_no_xs = no_xs;
+    st_nofold = nofold;
+    st_force_sw = warps;
+    st_no_pdl = no_pdl;
+    st_exact = exact_dequant;
+    st_prefetch_n = prefetch > 0 ? prefetch : 0;
+    st_dry = dry;
+}
+
+template <typename T, int BITS, int MT, bool PERM, bool EXACT, int FG, bool FOLD = false, bool XS = false,
+          bool DRY = false>
+static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+{
+    static int regs; /* per instantiation */
+    if (!regs) {
+        cudaFuncAttributes fa;
+        cudaError_t e = cudaFuncSetAttribute(wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin);
+        if (e == cudaSuccess)
+            e = cudaFuncGetAttributes(&fa, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>);
+        if (e != cudaSuccess)
+            return e;
+        regs = fa.numRegs > 0 ? fa.numRegs : 1;
+    }
+    StPlan p;
+    const size_t xs_bytes = XS ? st_xs_bytes(w) : 0;
+    if (st_plan(w, c, M, regs, st_force_sw, xs_bytes, &p))
+        return cudaErrorInvalidConfiguration; /* wna16_stream_usable said no: not reached */
+    StArgs a;
+    memset(&a, 0, sizeof a);
+    a.wq = w->wq;
+    a.sz = w->sz;
+    a.step_group = w->step_group;
+    a.perm = w->perm;
+    a.M = M;
+    a.K = w->K;
+    a.N = w->N;
+    a.ng = w->ng;
+    a.nkc = w->nkc;
+    a.ntiles = w->ntiles;
+    a.cps = p.cps;
+    a.spg_shift = w->spg_shift;
+    a.gspan = p.gspan;
+    a.prefetch = st_prefetch_n;
+    a.xs_off = (int)(p.smem - xs_bytes);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)w->ntiles, (unsigned)((M + 8 * MT - 1) / (8 * MT)));
+    cfg.blockDim = dim3((unsigned)(p.sw * 32));
+    cfg.dynamicSmemBytes = p.smem;
+    cfg.stream = c->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = st_pdl_ok && !st_no_pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>, (T *)y, (const T *)x, a);
+    if (e != cudaSuccess && cfg.numAttrs == 1) { /* no PDL here: go on without it */
+        cudaGetLastError();
+        st_pdl_ok = 0;
+        cfg.numAttrs = 0;
+        e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>, (T *)y, (const T *)x, a);
+    }
+    return e;
+}
+
+/* FAST (see the kernel): log2 of the chunks per group when groups are
+ * static and 1, 2 or 4 whole chunks, K a multiple of the chunk and the
+ * chunks a multiple of the batch (GPTQ g64 / g128 checkpoints of 7B
+ * shapes), else -1. */
+static int st_fast_group(const wna16_weight *w)
+{
+    const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, lsteps = w->bits == 4 ? 2 : 1;
+    const int fg = w->spg_shift - lsteps;
+    return !w->use_perm && w->spg_shift >= 0 && fg >= 0 && fg <= 2 && w->K % KC == 0 && w->nkc % ST_U == 0 ? fg
+                                                                                                             : -1;
+}
+
+template <typename T, int BITS, int MT, bool EXACT, int FG>
+static cudaError_t st_launch_fast(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+{
+    StPlan p;
+    if constexpr (MT == 1 && !EXACT) { /* fp16, one row tile, scales after the mma */
+        if (st_dry && BITS == 4)   /* measurement only */
+            return st_launch<T, BITS, MT, false, EXACT, FG, false, false, true>(w, c, y, x, M);
+        if (!st_nofold && M == 1 && !st_no_xs && ((uintptr_t)x & 15) == 0 &&
+            st_plan(w, c, M, 0, st_force_sw, st_xs_bytes(w), &p) == 0)
+            return st_launch<T, BITS, MT, false, EXACT, FG, true, true>(w, c, y, x, M);
+        if (!st_nofold)
+            return st_launch<T, BITS, MT, false, EXACT, FG, true>(w, c, y, x, M);
+    }
+    return st_launch<T, BITS, MT, false, EXACT, FG>(w, c, y, x, M);
+}
+
+template <typename T, int BITS, int MT, bool EXACT>
+static cudaError_t st_launch_mode(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+{
+    if (w->use_perm)
+        return st_launch<T, BITS, MT, true, EXACT, -1>(w, c, y, x, M);
+    switch (st_fast_group(w)) {
+    case 0: return st_launch_fast<T, BITS, MT, EXACT, 0>(w, c, y, x, M);
+    case 1: return st_launch_fast<T, BITS, MT, EXACT, 1>(w, c, y, x, M);
+    case 2: return st_launch_fast<T, BITS, MT, EXACT, 2>(w, c, y, x, M);
+    default: return st_launch<T, BITS, MT, false, EXACT, -1>(w, c, y, x, M);
+    }
+}
+
+/* fp16 with one row tile scales the group sums (unless exact_dequant);
+ * bf16 and two row tiles round W to dt first. */
+template <typename T, int BITS>
+static cudaError_t st_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+{
+    if (M <= 8) {
+        if (std::is_same<T, __half>::value && !st_exact)
+            return st_launch_mode<__half, BITS, 1, false>(w, c, y, x, M);
+        return st_launch_mode<T, BITS, 1, true>(w, c, y, x, M);
+    }
+    return st_launch_mode<T, BITS, 2, true>(w, c, y, x, M);
+}
+
+int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
+{
+    StPlan p;
+    return M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, c, M, 0, st_force_sw, 0, &p) == 0;
+}
+
+int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M)
+{
+    if (!wna16_stream_usable(w, c, M))
+        return llmq_fail("wna16_linear: the stream kernel cannot take K = %d with %d groups at M = %d", w->K, w->ng,
+                         M);
+    cudaError_t e;
+    if (dt == LLMQ_F16)
+        e = w->bits == 4 ? st_launch_mt<__half, 4>(w, c, y, x, M) : st_launch_mt<__half, 8>(w, c, y, x, M);
+    else
+        e = w->bits == 4 ? st_launch_mt<__nv_bfloat16, 4>(w, c, y, x, M)
+                         : st_launch_mt<__nv_bfloat16, 8>(w, c, y, x, M);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return llmq_fail("wna16_stream_kernel: launch failed: %s", cudaGetErrorString(e));
+    }
+    return 0;
+}
