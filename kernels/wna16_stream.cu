@@ -209,26 +209,37 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
         uint32_t *xw = reinterpret_cast<uint32_t *>(st_sm + a.xs_off);
         float *xg = reinterpret_cast<float *>(st_sm + a.xs_off + 2 * (size_t)a.K);
         const uint4 *x4 = reinterpret_cast<const uint4 *>(x);
-        for (int q0 = warp * 32; q0 < a.K / 8; q0 += blockDim.x) { /* warp-uniform: groups start at lane % G8 == 0 */
-            const int q = q0 + lane;                               /* words 4q .. 4q + 3: t = 0..3, one j */
-            float sum = 0.0f;
-            if (q < a.K / 8) {
-                const uint4 v = __ldg(x4 + q);
-                const int c = (4 * q) / XW, j = (4 * q) % XW / 4;
-                uint32_t *d = xw + c * XW + j;
-                d[0] = v.x;
-                d[XW / 4] = v.y;
-                d[2 * (XW / 4)] = v.z;
-                d[3 * (XW / 4)] = v.w;
-                const float2 f0 = __half22float2(as_h2(v.x)), f1 = __half22float2(as_h2(v.y)),
-                             f2 = __half22float2(as_h2(v.z)), f3 = __half22float2(as_h2(v.w));
-                sum = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
+        constexpr int XU = 4; /* 16-byte loads in flight per thread: one L2 round trip for K <= XU * 8 * threads */
+        const int nq = a.K / 8;
+        for (int q0 = warp * 32; q0 < nq; q0 += blockDim.x * XU) { /* warp-uniform: groups start at lane % G8 == 0 */
+            uint4 v[XU];
+#pragma unroll
+            for (int u = 0; u < XU; u++) {
+                const int q = q0 + u * blockDim.x + lane; /* words 4q .. 4q + 3: t = 0..3, one j */
+                v[u] = q < nq ? __ldg(x4 + q) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
-            for (int o = G8 / 2; o >= 1; o >>= 1)
-                sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
-            if (q < a.K / 8 && lane % G8 == 0)
-                xg[q / G8] = sum;
+            for (int u = 0; u < XU; u++) {
+                const int q = q0 + u * blockDim.x + lane;
+                if (q0 + u * blockDim.x >= nq) /* warp-uniform */
+                    break;
+                if (q < nq) {
+                    const int c = (4 * q) / XW, j = (4 * q) % XW / 4;
+                    uint32_t *d = xw + c * XW + j;
+                    d[0] = v[u].x;
+                    d[XW / 4] = v[u].y;
+                    d[2 * (XW / 4)] = v[u].z;
+                    d[3 * (XW / 4)] = v[u].w;
+                }
+                const float2 f0 = __half22float2(as_h2(v[u].x)), f1 = __half22float2(as_h2(v[u].y)),
+                             f2 = __half22float2(as_h2(v[u].z)), f3 = __half22float2(as_h2(v[u].w));
+                float sum = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
+#pragma unroll
+                for (int o = G8 / 2; o >= 1; o >>= 1)
+                    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+                if (q < nq && lane % G8 == 0)
+                    xg[q / G8] = sum;
+            }
         }
         __syncthreads();
     }
