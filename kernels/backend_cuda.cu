@@ -15,6 +15,8 @@
 #include "kernels/backend_cuda.h"
 #include "kernels/cuda_common.cuh"
 
+int cuda_pdl_ok = 1;
+
 #define STAGE_BYTES ((size_t)32 << 20)   /* per staging buffer (two of each kind) */
 #define CUBLAS_WS_BYTES ((size_t)32 << 20)
 

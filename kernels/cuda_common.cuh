@@ -198,6 +198,69 @@ int cuda_rope(cuda_ctx *c, llmq_dtype dt, void *x, const float *cos_sin, int row
 int cuda_attention(cuda_ctx *c, llmq_dtype dt, void *out, const void *q, const void *k, const void *v, int batch,
                    int seq, int n_heads, int n_kv, int head_dim);
 
+/* ---- programmatic dependent launch (PDL, compute capability 9.0) ----
+ *
+ * A decode step is a chain of ~17 kernels per layer, most of them a few
+ * microseconds long, so the gap between two kernels (the next one's launch
+ * and ramp after the previous one drains) costs as much as the work. A
+ * kernel launched by launch_pdl may start while the kernel before it on the
+ * stream still runs: it first calls pdl_wait(), which returns once the
+ * previous grid has completed and its writes are visible, so nothing it
+ * reads can be stale; then pdl_trigger() lets the kernel after it start
+ * early in turn. Both are no-ops for a kernel launched without the
+ * attribute (and on older GPUs), so a kernel with them may be launched
+ * either way. Every kernel launched by launch_pdl must call pdl_wait()
+ * before it touches global memory that another kernel writes. */
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* 1 while launches with programmatic stream serialization succeed; the
+ * first refusal (an older device or driver) turns it off for the process. */
+extern int cuda_pdl_ok;
+
+/* kern<<<grid, block, smem, stream>>>(args...) with programmatic stream
+ * serialization, plus extra launch attributes (clusters) when given. */
+template <typename... P, typename... A>
+cudaError_t launch_pdl(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                       const cudaLaunchAttribute *extra, int nextra, A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[4];
+    int na = 0;
+    for (int i = 0; i < nextra && na < 3; i++)
+        at[na++] = extra[i];
+    if (cuda_pdl_ok) {
+        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[na].val.programmaticStreamSerializationAllowed = 1;
+        na++;
+    }
+    cfg.attrs = at;
+    cfg.numAttrs = (unsigned)na;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, args...);
+    if (e != cudaSuccess && cuda_pdl_ok) { /* refused with PDL: go on without it */
+        (void)cudaGetLastError();
+        cuda_pdl_ok = 0;
+        cfg.numAttrs = (unsigned)(na - 1);
+        e = cudaLaunchKernelEx(&cfg, kern, args...);
+    }
+    return e;
+}
+
 /* nll.cu: per-row losses into c->nll_rows, summed in double into *nll on the host. */
 int cuda_nll(cuda_ctx *c, llmq_dtype dt, double *nll, const void *logits, const int32_t *targets, int rows,
              int vocab);

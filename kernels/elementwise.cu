@@ -68,6 +68,8 @@ struct Add {
 template <typename T, typename Op, bool VEC>
 __global__ void map2_kernel(T *out, const T *a, const T *b, size_t n, Op op)
 {
+    pdl_wait();
+    pdl_trigger();
     const int N = Vec16<T>::N;
     size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
     size_t nvec = VEC ? n / N : 0;
@@ -88,11 +90,11 @@ template <typename T, typename Op> static int launch_map2(cuda_ctx *c, T *out, c
         return 0;
     bool vec = aligned16(out) && aligned16(a) && aligned16(b);
     size_t work = vec ? n / Vec16<T>::N + 1 : n;
-    if (vec)
-        map2_kernel<T, Op, true><<<grid_for(c, work, 256), 256, 0, c->stream>>>(out, a, b, n, Op());
-    else
-        map2_kernel<T, Op, false><<<grid_for(c, work, 256), 256, 0, c->stream>>>(out, a, b, n, Op());
-    LAUNCH_CHECK("elementwise");
+    cudaError_t e = launch_pdl(vec ? map2_kernel<T, Op, true> : map2_kernel<T, Op, false>,
+                               dim3((unsigned)grid_for(c, work, 256)), dim3(256), 0, c->stream, NULL, 0, out, a, b, n,
+                               Op());
+    if (e != cudaSuccess)
+        return llmq_fail("elementwise: kernel launch failed: %s", cudaGetErrorString(e));
     return 0;
 }
 

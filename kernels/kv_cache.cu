@@ -45,6 +45,8 @@ __global__ void __launch_bounds__(ST_WARPS * 32)
     kv_store_kernel(void *__restrict__ cache, float *__restrict__ scales, const T *__restrict__ x, int n, int pos,
                     int cap, int n_kv, int hd, const int32_t *__restrict__ pos_dev)
 {
+    pdl_wait();
+    pdl_trigger();
     if (pos_dev)
         pos = *pos_dev;
     const int row = blockIdx.x, lane = threadIdx.x & 31;
@@ -306,6 +308,8 @@ __global__ void __launch_bounds__(AK_THREADS, ak_min_blocks(KV8, E, VEC, RB, (in
      * and RB*E accumulators. */
     constexpr int U = RB >= 4 ? 2 : 4;
     extern __shared__ float ak_smem[];
+    pdl_wait();
+    pdl_trigger();
     cg::cluster_group cl = cg::this_cluster();
     const int C = (int)cl.num_blocks(), rank = (int)cl.block_rank();
 
@@ -575,6 +579,8 @@ __global__ void __launch_bounds__(AK_THREADS, kv8_mma_min_blocks(HT, NB, PF)) at
     constexpr int KB = 16 * HT; /* K bytes per key per lane */
     constexpr int VB = 8 * HT;  /* V bytes per key per lane */
     constexpr int KEYS = 16 * NB;
+    pdl_wait();
+    pdl_trigger();
     cg::cluster_group cl = cg::this_cluster();
     const int C = (int)cl.num_blocks(), rank = (int)cl.block_rank();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -812,16 +818,12 @@ int launch_kv(cuda_ctx *c, void (*kern)(AttnArgs), const AttnArgs &a, int RB, in
     attr[0].val.clusterDim.x = (unsigned)C;
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    cudaError_t err = cudaLaunchKernelEx(&cfg, kern, a);
+    cudaError_t err = launch_pdl(kern, cfg.gridDim, cfg.blockDim, smem, c->stream, attr, 1, a);
     if (err != cudaSuccess && C > 1) {
         /* A device or partition that refuses the cluster (a launch error,
          * not sticky): the same work unsplit, a block per tile. */
         (void)cudaGetLastError();
-        cfg.gridDim.x = 1;
-        cfg.numAttrs = 0;
-        err = cudaLaunchKernelEx(&cfg, kern, a);
+        err = launch_pdl(kern, dim3(1, cfg.gridDim.y, cfg.gridDim.z), cfg.blockDim, smem, c->stream, NULL, 0, a);
     }
     if (err != cudaSuccess)
         return llmq_fail("attention_kv: kernel launch failed: %s", cudaGetErrorString(err));
@@ -946,13 +948,11 @@ int cuda_kv_store(cuda_ctx *c, llmq_dtype dt, void *cache, float *scales, const 
     if ((size_t)batch * n > 0x7fffffff || grid.y > 65535)
         return llmq_fail("kv_store: %d x %d rows of %d kv heads exceed the grid", batch, n, n_kv);
     DISPATCH_DT(dt, "kv_store", {
-        if (kv8)
-            kv_store_kernel<T, true><<<grid, ST_WARPS * 32, 0, c->stream>>>(cache, scales, (const T *)x, n, pos, cap,
-                                                                           n_kv, head_dim, pos_dev);
-        else
-            kv_store_kernel<T, false><<<grid, ST_WARPS * 32, 0, c->stream>>>(cache, scales, (const T *)x, n, pos,
-                                                                            cap, n_kv, head_dim, pos_dev);
-        LAUNCH_CHECK("kv_store");
+        cudaError_t e = launch_pdl(kv8 ? kv_store_kernel<T, true> : kv_store_kernel<T, false>, grid,
+                                   dim3(ST_WARPS * 32), 0, c->stream, NULL, 0, cache, scales, (const T *)x, n, pos,
+                                   cap, n_kv, head_dim, pos_dev);
+        if (e != cudaSuccess)
+            return llmq_fail("kv_store: kernel launch failed: %s", cudaGetErrorString(e));
     });
     return 0;
 }

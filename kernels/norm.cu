@@ -2,7 +2,7 @@
  *   h = x * rsqrt(mean(x^2) + eps)   in fp32,
  *   out = w * h.to(dt)               (HF: weight * hidden_states.to(input_dtype)).
  * The row is read twice; the second pass hits L1/L2 (a 4096-wide bf16 row
- * is 8 KB). */
+ * is 8 KB). Launched with programmatic dependent launch (cuda_common.cuh). */
 #include "kernels/cuda_common.cuh"
 
 template <typename T, bool VEC>
@@ -10,6 +10,8 @@ __global__ void rmsnorm_kernel(T *out, const T *x, const T *__restrict__ w, int 
                                float eps)
 {
     __shared__ float shm[32];
+    pdl_wait();
+    pdl_trigger();
     const int N = VEC ? Vec16<T>::N : 1;
     const T *xr = x + (size_t)blockIdx.x * dim;
     T *orow = out + (size_t)blockIdx.x * dim;
@@ -55,12 +57,11 @@ int cuda_rmsnorm(cuda_ctx *c, llmq_dtype dt, void *out, const void *x, const voi
         int chunks = vec ? dim / N : dim;
         /* Enough threads for one chunk each up to 1024, at least a warp. */
         int threads = chunks >= 1024 ? 1024 : (chunks + 31) / 32 * 32;
-        if (vec)
-            rmsnorm_kernel<T, true><<<rows, threads, 0, c->stream>>>((T *)out, (const T *)x, (const T *)w, dim, eps);
-        else
-            rmsnorm_kernel<T, false><<<rows, threads, 0, c->stream>>>((T *)out, (const T *)x, (const T *)w, dim,
-                                                                     eps);
-        LAUNCH_CHECK("rmsnorm");
+        cudaError_t e = launch_pdl(vec ? rmsnorm_kernel<T, true> : rmsnorm_kernel<T, false>, dim3(rows),
+                                   dim3(threads), 0, c->stream, NULL, 0, (T *)out, (const T *)x, (const T *)w, dim,
+                                   eps);
+        if (e != cudaSuccess)
+            return llmq_fail("rmsnorm: kernel launch failed: %s", cudaGetErrorString(e));
     });
     return 0;
 }

@@ -9,7 +9,8 @@
  * fast path each thread rotates 16 bytes of the first half of a head with
  * the matching 16 bytes of the second half; otherwise one pair a thread.
  * No 64-bit division per element: that alone made an earlier version
- * several times slower than its memory traffic. */
+ * several times slower than its memory traffic. Launched with programmatic
+ * dependent launch (cuda_common.cuh). */
 #include "kernels/cuda_common.cuh"
 
 template <typename T> __device__ __forceinline__ void rotate(T &a, T &b, float c, float s)
@@ -23,6 +24,8 @@ template <typename T, bool VEC>
 __global__ void rope_kernel(T *x, const float *__restrict__ cos_sin, int seq, int n_heads, int head_dim,
                             const int32_t *__restrict__ pos_dev)
 {
+    pdl_wait();
+    pdl_trigger();
     constexpr int N = VEC ? Vec16<T>::N : 1;
     const int half = head_dim / 2, per_head = half / N;
     const int pos = (pos_dev ? *pos_dev : 0) + (int)(blockIdx.x % seq);
@@ -62,11 +65,10 @@ int cuda_rope(cuda_ctx *c, llmq_dtype dt, void *x, const float *cos_sin, int row
         const bool vec = (head_dim / 2) % N == 0 && aligned16(x) && aligned16(cos_sin);
         const int units = n_heads * (head_dim / 2) / (vec ? N : 1);
         const int threads = units >= 256 ? 256 : (units + 31) / 32 * 32;
-        if (vec)
-            rope_kernel<T, true><<<rows, threads, 0, c->stream>>>((T *)x, cos_sin, seq, n_heads, head_dim, pos_dev);
-        else
-            rope_kernel<T, false><<<rows, threads, 0, c->stream>>>((T *)x, cos_sin, seq, n_heads, head_dim, pos_dev);
-        LAUNCH_CHECK("rope");
+        cudaError_t e = launch_pdl(vec ? rope_kernel<T, true> : rope_kernel<T, false>, dim3(rows), dim3(threads), 0,
+                                   c->stream, NULL, 0, (T *)x, cos_sin, seq, n_heads, head_dim, pos_dev);
+        if (e != cudaSuccess)
+            return llmq_fail("rope: kernel launch failed: %s", cudaGetErrorString(e));
     });
     return 0;
 }
