@@ -1073,31 +1073,15 @@ static int gv_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, Gv
 template <typename T, int BITS, int MT, bool PERM, bool EXACT, bool FOLD = false>
 static cudaError_t launch_gemv(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
 {
-    static int regs; /* per instantiation: allow the device's whole shared memory, read the registers */
-    if (!regs) {
-        cudaFuncAttributes fa;
-        cudaError_t e = cudaFuncSetAttribute(wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin);
-        if (e == cudaSuccess)
-            e = cudaFuncGetAttributes(&fa, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>);
-        if (e != cudaSuccess)
-            return e;
-        regs = fa.numRegs > 0 ? fa.numRegs : 1;
-    }
+    static int regs; /* per instantiation */
+    cudaError_t re = kernel_regs(wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>, c, &regs);
+    if (re != cudaSuccess)
+        return re;
     GvPlan p;
     if (gv_plan(w, c, M, regs, &p))
         return cudaErrorInvalidConfiguration; /* gemv_usable said no: not reached */
     GvArgs a;
-    memset(&a, 0, sizeof a);
-    a.wq = w->wq;
-    a.sz = w->sz;
-    a.step_group = w->step_group;
-    a.perm = w->perm;
-    a.M = M;
-    a.K = w->K;
-    a.N = w->N;
-    a.nkc = w->nkc;
-    a.ntiles = w->ntiles;
+    weight_args(&a, w, M);
     a.ks = p.ks;
     a.cps = p.cps;
     a.ns = p.ns;

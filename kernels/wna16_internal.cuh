@@ -299,6 +299,38 @@ template <int BITS> struct GvDeqFold {
     }
 };
 
+/* Registers per thread of kern, read once per kernel (*regs caches it, 0
+ * until then) after allowing it the device's whole opt-in shared memory:
+ * the GEMV plans size their blocks from both. */
+template <typename K> cudaError_t kernel_regs(K kern, const cuda_ctx *c, int *regs)
+{
+    if (*regs)
+        return cudaSuccess;
+    cudaFuncAttributes fa;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin);
+    if (e == cudaSuccess)
+        e = cudaFuncGetAttributes(&fa, kern);
+    if (e == cudaSuccess)
+        *regs = fa.numRegs > 0 ? fa.numRegs : 1;
+    return e;
+}
+
+/* The weight's arrays and shape into a GEMV kernel's argument block (both
+ * kernels name these fields alike); zeroes the rest. */
+template <typename A> void weight_args(A *a, const wna16_weight *w, int M)
+{
+    memset(a, 0, sizeof *a);
+    a->wq = w->wq;
+    a->sz = w->sz;
+    a->step_group = w->step_group;
+    a->perm = w->perm;
+    a->M = M;
+    a->K = w->K;
+    a->N = w->N;
+    a->nkc = w->nkc;
+    a->ntiles = w->ntiles;
+}
+
 /* The streaming GEMV (kernels/wna16_stream.cu): 0 and y = x . W^T, or -1
  * with llmq_fail(). stream_usable says whether it takes this weight at M. */
 int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M);

@@ -193,8 +193,8 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
     __syncwarp();
     /* x and y belong to the kernel before until this returns (a no-op
      * without programmatic dependent launch). */
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    pdl_wait();
+    pdl_trigger();
     /* XS (M = 1): x staged once per block, each chunk's XW words permuted so
      * that lane t's B words (t + 4 j, j = 2 s and 2 s + 1 for k-step s) are
      * contiguous: one or two 16-byte shared loads per chunk instead of 2 *
@@ -537,32 +537,16 @@ template <typename T, int BITS, int MT, bool PERM, bool EXACT, int FG, bool FOLD
 static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
 {
     static int regs; /* per instantiation */
-    if (!regs) {
-        cudaFuncAttributes fa;
-        cudaError_t e = cudaFuncSetAttribute(wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin);
-        if (e == cudaSuccess)
-            e = cudaFuncGetAttributes(&fa, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>);
-        if (e != cudaSuccess)
-            return e;
-        regs = fa.numRegs > 0 ? fa.numRegs : 1;
-    }
+    cudaError_t re = kernel_regs(wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>, c, &regs);
+    if (re != cudaSuccess)
+        return re;
     StPlan p;
     const size_t xs_bytes = XS ? st_xs_bytes(w) : 0;
     if (st_plan(w, c, M, regs, st_force_sw, xs_bytes, &p))
         return cudaErrorInvalidConfiguration; /* wna16_stream_usable said no: not reached */
     StArgs a;
-    memset(&a, 0, sizeof a);
-    a.wq = w->wq;
-    a.sz = w->sz;
-    a.step_group = w->step_group;
-    a.perm = w->perm;
-    a.M = M;
-    a.K = w->K;
-    a.N = w->N;
+    weight_args(&a, w, M);
     a.ng = w->ng;
-    a.nkc = w->nkc;
-    a.ntiles = w->ntiles;
     a.cps = p.cps;
     a.spg_shift = w->spg_shift;
     a.gspan = p.gspan;
@@ -644,8 +628,13 @@ static cudaError_t st_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *
 
 int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
 {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
     StPlan p;
-    return M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, c, M, 0, st_force_sw, 0, &p) == 0;
+    return major >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, c, M, 0, st_force_sw, 0, &p) == 0;
 }
 
 int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M)
