@@ -58,6 +58,7 @@ struct StArgs {
     int spg_shift; /* step -> group as a shift, or -1: the step_group table */
     int prefetch;  /* chunks prefetched into L2 ahead of the register batches (0: none) */
     int xs_off;    /* XS: byte offset of the staged x row in shared memory */
+    int gshift;    /* FAST: chunk kc is in (scale) group kc >> gshift (30: one group) */
     int gspan;     /* most groups one warp's run touches */
 };
 
@@ -127,10 +128,12 @@ template <typename T, int BITS, int MT, bool PERM, bool EXACT, int FG, bool FOLD
 __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
     wna16_stream_kernel(T *__restrict__ y, const T *__restrict__ x, const StArgs a)
 {
-    /* FG >= 0 (FAST): static groups of 2^FG whole chunks, every warp's run
-     * a whole number of batches (the plan sees to it), so that a batch is
-     * straight-line code the compiler schedules as one block: no bounds or
-     * group tests inside it. FG < 0: any groups, padding rows, act-order. */
+    /* FG >= 0 (FAST): flush units of 2^FG whole chunks in which the scales
+     * do not change (static groups of a multiple of it, or one group),
+     * every warp's run a whole number of batches (the plan sees to it), so
+     * that a batch is straight-line code the compiler schedules as one
+     * block: no bounds or group tests inside it. FG < 0: any groups,
+     * padding rows, act-order. */
     constexpr bool FAST = FG >= 0;
     constexpr int CPG = FAST ? 1 << FG : 1;
     static_assert(!FAST || CPG <= ST_U, "FAST: a batch holds whole groups");
@@ -270,7 +273,7 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
     using Dq = typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, EXACT>>::type;
     Dq dq;
     dq.init();
-    int gcur = -1;
+    int gcur = -1, gsz = 0; /* gsz (FAST): the scales' group, relative to glo */
     /* acc += scale * accg at the end of a group; FOLD: the zero point and
      * the fp16 offset come off there, scale * (accg - (1024 + m z) X). */
     auto flush = [&]() {
@@ -278,7 +281,7 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
             if (gcur < 0) /* warp-uniform: nothing summed yet */
                 return;
             float sf[2], zc[2];
-            GvDeqFold<BITS>::corr(szw[(gcur - glo) * 8 + gl], sf, zc);
+            GvDeqFold<BITS>::corr(szw[gsz * 8 + gl], sf, zc);
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 const float ag = accg[0][0][c] + accg[1][0][c], xs = XS ? xsum[gcur] : xacc[0][c] + xacc[1][c];
@@ -339,8 +342,9 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
                 continue;
             }
             if (u % CPG == 0) { /* compile-time: a group starts */
-                gcur = kc >> (FAST ? FG : 0);
-                dq.set(szw[(gcur - glo) * 8 + gl]);
+                gcur = kc >> (FAST ? FG : 0); /* the flush's unit (its x sums); the scales' group may be longer */
+                gsz = (kc >> a.gshift) - glo;
+                dq.set(szw[gsz * 8 + gl]);
             }
             const uint16_t *xc[MT]; /* this chunk's x at rows 16 s + 2 t (+ 8) */
 #pragma unroll
@@ -472,6 +476,7 @@ static int st_resident(const cuda_ctx *c, int nw, int regs, size_t smem)
  * least two batches. FAST rounds runs up to whole batches. 0, or -1 when
  * no split fits shared memory. */
 static int st_fast_group(const wna16_weight *w);
+static int st_group_shift(const wna16_weight *w);
 
 static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, int force_sw, size_t xs_bytes,
                    StPlan *out)
@@ -516,7 +521,7 @@ static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, in
 }
 
 /* XS: shared memory for the staged x row and its group sums. */
-static size_t st_xs_bytes(const wna16_weight *w) { return ((size_t)w->K * 2 + (size_t)w->ng * 4 + 15) & ~(size_t)15; }
+static size_t st_xs_bytes(const wna16_weight *w) { return ((size_t)w->K * 2 + (size_t)(w->K / 16) * 4 + 15) & ~(size_t)15; }
 
 static int st_force_sw, st_no_pdl, st_exact, st_prefetch_n, st_dry, st_nofold, st_no_xs;
 static int st_pdl_ok = 1; /* cleared when a launch with programmatic serialization fails */
@@ -552,6 +557,7 @@ static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.gspan = p.gspan;
     a.prefetch = st_prefetch_n;
     a.xs_off = (int)(p.smem - xs_bytes);
+    a.gshift = FG >= 0 ? st_group_shift(w) : 0;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)w->ntiles, (unsigned)((M + 8 * MT - 1) / (8 * MT)));
     cfg.blockDim = dim3((unsigned)(p.sw * 32));
@@ -572,17 +578,23 @@ static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     return e;
 }
 
-/* FAST (see the kernel): log2 of the chunks per group when groups are
- * static and 1, 2 or 4 whole chunks, K a multiple of the chunk and the
- * chunks a multiple of the batch (GPTQ g64 / g128 checkpoints of 7B
- * shapes), else -1. */
+/* FAST (see the kernel): log2 of the chunks per flush unit (1, 2 or 4
+ * chunks) when groups are static and whole multiples of it (or one group),
+ * K a multiple of the chunk and the chunks a multiple of the batch (GPTQ
+ * g64 / g128 / g-1 checkpoints of 7B shapes), else -1. */
 static int st_fast_group(const wna16_weight *w)
 {
     const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, lsteps = w->bits == 4 ? 2 : 1;
     const int fg = w->spg_shift - lsteps;
-    return !w->use_perm && w->spg_shift >= 0 && fg >= 0 && fg <= 2 && w->K % KC == 0 && w->nkc % ST_U == 0 ? fg
-                                                                                                             : -1;
+    if (w->use_perm || w->K % KC || w->nkc % ST_U)
+        return -1;
+    if (w->ng == 1) /* one group (g-1, per channel): any unit will do */
+        return 2;
+    return w->spg_shift >= 0 && fg >= 0 ? (fg < 2 ? fg : 2) : -1; /* longer groups: flushed every 4 chunks */
 }
+
+/* FAST: log2 of the chunks per scale group (30 for one group). */
+static int st_group_shift(const wna16_weight *w) { return w->ng == 1 ? 30 : w->spg_shift - (w->bits == 4 ? 2 : 1); }
 
 template <typename T, int BITS, int MT, bool EXACT, int FG>
 static cudaError_t st_launch_fast(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)

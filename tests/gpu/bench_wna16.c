@@ -4,7 +4,8 @@
  *   copy      cudaMemcpy device to device of 1 GiB: the bandwidth ceiling
  *             (bytes read + written), measured in this run
  *   decode    M = 1, 4, 16, 64 on K->N = 4096->4096, 4096->11008, 11008->4096:
- *             w4 g128, w4 g128 act-order, w8 g128 (sym), through the stream
+ *             w4 g128, w4 g128 act-order, w8 g128 (sym), w8 per channel
+ *             (one group over K), through the stream
  *             kernel (AUTO's choice; round 2's ring GEMV and the first MMA
  *             kernel for comparison). GB/s = bytes the kernel must read
  *             (repacked codes + scales/zeros) / time, and as a % of the
@@ -300,10 +301,11 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int bits, G, act;
-    } cfgs[] = {{"w4g128", 4, 128, 0}, {"w4g128act", 4, 128, 1}, {"w8g128", 8, 128, 0}};
+    } cfgs[] = {{"w4g128", 4, 128, 0}, {"w4g128act", 4, 128, 1}, {"w8g128", 8, 128, 0}, {"w8perch", 8, 0, 0}};
+    enum { NCFG = sizeof cfgs / sizeof cfgs[0] };
     enum { NDM = 4 };
     static const int decode_M[NDM] = {1, 4, 16, 64}, prefill_M[] = {128, 512};
-    char lines[3][3][NDM][192];
+    char lines[3][NCFG][NDM][192];
 
     for (int s = 0; s < 3; s++) {
         struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_AUTO};
@@ -314,8 +316,8 @@ int main(int argc, char **argv)
         B.y = g->alloc(g, (size_t)512 * B.N * 2);
         if (!B.y)
             die("alloc");
-        for (int c = 0; c < 3; c++) {
-            load(&B, cfgs[c].bits, cfgs[c].G, cfgs[c].act, c == 0);
+        for (int c = 0; c < NCFG; c++) {
+            load(&B, cfgs[c].bits, cfgs[c].G ? cfgs[c].G : B.K, cfgs[c].act, c == 0); /* G 0: one group */
             size_t cb, pb;
             wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
             for (int mi = 0; mi < NDM; mi++) {
@@ -378,7 +380,7 @@ int main(int argc, char **argv)
     printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s | %8s | %8s %7s | %7s %7s\n", "K->N", "weight", "M", "stream",
            "GB/s", "%copy", "launch", "ring us", "mma us", "cuBLAS", "GB/s", "speedup", "ring");
     for (int s = 0; s < 3; s++)
-        for (int c = 0; c < 3; c++)
+        for (int c = 0; c < NCFG; c++)
             for (int mi = 0; mi < NDM; mi++)
                 printf("%s\n", lines[s][c][mi]);
     g->destroy(g);

@@ -578,6 +578,9 @@ int main(int argc, char **argv)
         run_case(f16, (cfg){1, 0, 2048, 96, 4, 64, 0, 0, 1}, (const int[]){1, 3}, 2, stream_only, 1, 0);
         run_case(f16, (cfg){0, 0, 1024, 80, 8, 64, 1, 0, 0}, (const int[]){1, 7}, 2, stream_only, 1, 0);
         run_case(f16, (cfg){0, 0, 1536, 48, 8, 128, 0, 0, 1}, (const int[]){1, 12}, 2, stream_only, 1, 0);
+        /* one group (flushed every 4 chunks), and groups of 8 chunks */
+        run_case(f16, (cfg){1, 0, 4096, 200, 8, -1, 1, 0, 0}, (const int[]){1, 5}, 2, stream_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 2048, 64, 4, 512, 0, 0, 1}, (const int[]){1, 3}, 2, stream_only, 1, 0);
         if (!small) {
             run_case(bf16, (cfg){0, 0, 4096, 200, 4, 32, 0, 1, 1}, (const int[]){1, 12}, 2, stream_only, 1, 0);
             run_case(f16, (cfg){0, 0, 11008, 4096, 4, 128, 1, 0, 0}, (const int[]){1, 16}, 2, stream_only, 1, 0);
