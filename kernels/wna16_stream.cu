@@ -48,7 +48,6 @@
 
 #define ST_U 4          /* chunks per batch; two batches in flight per warp */
 #define ST_MAX_WARPS 16 /* per block (launch bounds: 512 threads, <= 128 registers) */
-#define ST_XS_ROWS 4    /* most rows of x staged in shared memory (K = 11008: 88 KB) */
 
 struct StArgs {
     const int4 *wq;
@@ -142,7 +141,7 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
     static_assert(!FAST || !PERM, "FAST: static groups only");
     static_assert(!FOLD || (FAST && !EXACT && MT == 1), "FOLD: fp16, one row tile, FAST groups");
     static_assert(!DRY || FAST, "DRY: a measurement of the FAST stream");
-    static_assert(!XS || FOLD, "XS: x staged for small M (FOLD kernels)");
+    static_assert(!XS || FOLD, "XS: x staged for M = 1 (FOLD kernels)");
     constexpr int XW = Cfg<BITS>::KC / 2; /* XS: x words (row pairs) per chunk; lane t takes t + 4 j */
     constexpr int STEPS = Cfg<BITS>::STEPS;
     extern __shared__ __align__(16) unsigned char st_sm[];
@@ -199,42 +198,37 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
      * without programmatic dependent launch). */
     pdl_wait();
     pdl_trigger();
-    /* XS (M <= ST_XS_ROWS): x staged once per block, each chunk's XW words
-     * permuted so that lane t's B words (t + 4 j, j = 2 s and 2 s + 1 for
-     * k-step s) are contiguous: one or two 16-byte shared loads per chunk
-     * instead of 2 * STEPS global ones, and no x traffic through L1 next to
-     * the stream. Rows XRS words apart (K / 2 + 4: the 4 puts the rows of a
-     * quarter-warp's loads on different banks). The fold's group sums X of
-     * each row come from the staging too (fp32, in a fixed order), so the
-     * mma need not compute them (FOLD without XS adds one mma per k-step
-     * with A = ones instead). */
-    const int XRS = a.K / 2 + 4, NGR = a.K / 16; /* row stride in words; group sums per row (bound) */
+    /* XS (M = 1): x staged once per block, each chunk's XW words permuted so
+     * that lane t's B words (t + 4 j, j = 2 s and 2 s + 1 for k-step s) are
+     * contiguous: one or two 16-byte shared loads per chunk instead of 2 *
+     * STEPS global ones, and no x traffic through L1 next to the stream. */
+    /* The fold's group sums X of x come from the staging too (fp32, in a
+     * fixed order), so the mma need not compute them (FOLD without XS adds
+     * one mma per k-step with A = ones instead). */
     const uint32_t *xs = reinterpret_cast<const uint32_t *>(st_sm + a.xs_off);
-    const float *xsum = reinterpret_cast<const float *>(st_sm + a.xs_off + (size_t)a.M * XRS * 4);
+    const float *xsum = reinterpret_cast<const float *>(st_sm + a.xs_off + 2 * (size_t)a.K);
     if constexpr (XS) {
         constexpr int G8 = (Cfg<BITS>::KC << (FAST ? FG : 0)) / 8; /* 16-byte pieces of x per group (<= 32) */
         uint32_t *xw = reinterpret_cast<uint32_t *>(st_sm + a.xs_off);
-        float *xg = reinterpret_cast<float *>(st_sm + a.xs_off + (size_t)a.M * XRS * 4);
+        float *xg = reinterpret_cast<float *>(st_sm + a.xs_off + 2 * (size_t)a.K);
         const uint4 *x4 = reinterpret_cast<const uint4 *>(x);
         constexpr int XU = 4; /* 16-byte loads in flight per thread: one L2 round trip for K <= XU * 8 * threads */
-        /* Pieces of all rows in a row: FAST's K (a multiple of 4 chunks)
-         * makes nq a multiple of G8, so no group straddles two rows. */
-        const int nq = a.K / 8, nall = a.M * nq;
-        for (int q0 = warp * 32; q0 < nall; q0 += blockDim.x * XU) { /* warp-uniform: groups start at lane % G8 == 0 */
+        const int nq = a.K / 8;
+        for (int q0 = warp * 32; q0 < nq; q0 += blockDim.x * XU) { /* warp-uniform: groups start at lane % G8 == 0 */
             uint4 v[XU];
 #pragma unroll
             for (int u = 0; u < XU; u++) {
-                const int q = q0 + u * blockDim.x + lane; /* row q / nq, words 4 (q % nq) .. + 3: t = 0..3, one j */
-                v[u] = q < nall ? __ldg(x4 + q) : make_uint4(0, 0, 0, 0);
+                const int q = q0 + u * blockDim.x + lane; /* words 4q .. 4q + 3: t = 0..3, one j */
+                v[u] = q < nq ? __ldg(x4 + q) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int u = 0; u < XU; u++) {
-                const int q = q0 + u * blockDim.x + lane, m = q / nq, qr = q - m * nq;
-                if (q0 + u * blockDim.x >= nall) /* warp-uniform */
+                const int q = q0 + u * blockDim.x + lane;
+                if (q0 + u * blockDim.x >= nq) /* warp-uniform */
                     break;
-                if (q < nall) {
-                    const int c = (4 * qr) / XW, j = (4 * qr) % XW / 4;
-                    uint32_t *d = xw + (size_t)m * XRS + c * XW + j;
+                if (q < nq) {
+                    const int c = (4 * q) / XW, j = (4 * q) % XW / 4;
+                    uint32_t *d = xw + c * XW + j;
                     d[0] = v[u].x;
                     d[XW / 4] = v[u].y;
                     d[2 * (XW / 4)] = v[u].z;
@@ -246,8 +240,8 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
 #pragma unroll
                 for (int o = G8 / 2; o >= 1; o >>= 1)
                     sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
-                if (q < nall && lane % G8 == 0)
-                    xg[m * NGR + qr / G8] = sum;
+                if (q < nq && lane % G8 == 0)
+                    xg[q / G8] = sum;
             }
         }
         __syncthreads();
@@ -262,10 +256,6 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
         const int m = m0 + mt * 8 + gl;
         xrow[mt] = reinterpret_cast<const uint16_t *>(x) + (size_t)(m < a.M ? m : a.M - 1) * a.K;
     }
-    /* XS: this lane's staged x row (B column gl), and the rows of its
-     * accumulator columns 2t, 2t + 1 for the fold's x sums (clamped alike). */
-    const uint32_t *xsl = xs + (size_t)(gl < a.M ? gl : a.M - 1) * XRS;
-    const int xsrow[2] = {2 * t < a.M ? 2 * t : a.M - 1, 2 * t + 1 < a.M ? 2 * t + 1 : a.M - 1};
     /* Two accumulator sets, for even and odd k-steps: a chunk's 4 mma are
      * two chains of 2 instead of one of 4. accg: the current group's sums
      * (fp16, one row tile); xacc (FOLD): the group's x sums. */
@@ -294,8 +284,7 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
             GvDeqFold<BITS>::corr(szw[gsz * 8 + gl], sf, zc);
 #pragma unroll
             for (int c = 0; c < 4; c++) {
-                const float ag = accg[0][0][c] + accg[1][0][c],
-                            xs = XS ? xsum[xsrow[c & 1] * NGR + gcur] : xacc[0][c] + xacc[1][c];
+                const float ag = accg[0][0][c] + accg[1][0][c], xs = XS ? xsum[gcur] : xacc[0][c] + xacc[1][c];
                 acc[0][0][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], xs, ag), acc[0][0][c]);
                 accg[0][0][c] = accg[1][0][c] = xacc[0][c] = xacc[1][c] = 0.0f;
             }
@@ -363,7 +352,7 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
                 xc[mt] = xrow[mt] + kc * (STEPS * 16) + 2 * t;
             uint32_t xv[2 * STEPS]; /* XS: this lane's B words of the chunk */
             if constexpr (XS) {
-                const uint4 *p = reinterpret_cast<const uint4 *>(xsl + kc * XW + t * (XW / 4));
+                const uint4 *p = reinterpret_cast<const uint4 *>(xs + kc * XW + t * (XW / 4));
 #pragma unroll
                 for (int h = 0; h < XW / 16; h++) {
                     const uint4 v = p[h];
@@ -531,11 +520,8 @@ static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, in
     return best < 0 ? -1 : 0;
 }
 
-/* XS: shared memory for M staged x rows and their group sums. */
-static size_t st_xs_bytes(const wna16_weight *w, int M)
-{
-    return ((size_t)M * ((size_t)w->K * 2 + 16) + (size_t)M * (w->K / 16) * 4 + 15) & ~(size_t)15;
-}
+/* XS: shared memory for the staged x row and its group sums. */
+static size_t st_xs_bytes(const wna16_weight *w) { return ((size_t)w->K * 2 + (size_t)(w->K / 16) * 4 + 15) & ~(size_t)15; }
 
 static int st_force_sw, st_no_pdl, st_exact, st_prefetch_n, st_dry, st_nofold, st_no_xs;
 static int st_pdl_ok = 1; /* cleared when a launch with programmatic serialization fails */
@@ -560,7 +546,7 @@ static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     if (re != cudaSuccess)
         return re;
     StPlan p;
-    const size_t xs_bytes = XS ? st_xs_bytes(w, M) : 0;
+    const size_t xs_bytes = XS ? st_xs_bytes(w) : 0;
     if (st_plan(w, c, M, regs, st_force_sw, xs_bytes, &p))
         return cudaErrorInvalidConfiguration; /* wna16_stream_usable said no: not reached */
     StArgs a;
@@ -617,8 +603,8 @@ static cudaError_t st_launch_fast(const wna16_weight *w, const cuda_ctx *c, void
     if constexpr (MT == 1 && !EXACT) { /* fp16, one row tile, scales after the mma */
         if (st_dry && BITS == 4)   /* measurement only */
             return st_launch<T, BITS, MT, false, EXACT, FG, false, false, true>(w, c, y, x, M);
-        if (!st_nofold && M <= ST_XS_ROWS && !st_no_xs && ((uintptr_t)x & 15) == 0 &&
-            st_plan(w, c, M, 0, st_force_sw, st_xs_bytes(w, M), &p) == 0)
+        if (!st_nofold && M == 1 && !st_no_xs && ((uintptr_t)x & 15) == 0 &&
+            st_plan(w, c, M, 0, st_force_sw, st_xs_bytes(w), &p) == 0)
             return st_launch<T, BITS, MT, false, EXACT, FG, true, true>(w, c, y, x, M);
         if (!st_nofold)
             return st_launch<T, BITS, MT, false, EXACT, FG, true>(w, c, y, x, M);
