@@ -33,13 +33,15 @@
  * N is padded to a multiple of 16 with zero scales (outputs not written).
  *
  * Paths of wna16_linear:
- *   STREAM   decode (any M, meant for M <= 16; kernels/wna16_stream.cu):
+ *   STREAM   decode (any M; fastest at M = 1; kernels/wna16_stream.cu):
  *            one block per 16 channels, its warps (planned per shape so
  *            that the grid is resident in one wave) each stream a
  *            contiguous run of chunks into registers with two batches of
  *            16-byte loads in flight, the run's scales staged in shared
  *            memory first; the warps add their sums in shared memory.
- *            fp16 at M <= 8: the mma takes q - z, scales in fp32 per group.
+ *            Static groups run straight-line batches; fp16 at M <= 8 folds
+ *            the zero point per group (the mma takes the codes as 1024 + q);
+ *            at M = 1 x is staged in shared memory in fragment order.
  *            Launched with programmatic dependent launch.
  *   GEMV     round 2's decode kernel (any M, meant for M <= 16): blocks of 4 warps own 64
  *            channels x one slice of K; the codes come by bulk copies
