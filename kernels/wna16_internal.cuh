@@ -15,6 +15,16 @@ extern "C" {
 #include "kernels/wna16.h"
 }
 
+/* One remembered plan of the stream kernel (kernels/wna16_stream.cu): the
+ * split depends only on the key, and a decode step asks for the same few
+ * keys on every call of every linear. */
+struct wna16_stream_memo {
+    int M, regs, force_sw, device, ok; /* M = 0: empty */
+    size_t xs_bytes;
+    int sw, cps, gspan;
+    size_t smem;
+};
+
 struct wna16_weight {
     int K, N, bits, ng;
     int Kp, nkc, ntiles; /* repacked rows (padded), 16-byte chunks per 16 channels, Np / 16 */
@@ -28,6 +38,8 @@ struct wna16_weight {
     int *perm;           /* [Kp]: repacked row -> input channel, -1 = padding */
     int *rowpos;         /* [K]: input channel -> repacked row (kept for inspection) */
     int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans) */
+    wna16_stream_memo st_memo[4]; /* the stream kernel's plans, replaced round robin (not thread-safe) */
+    int st_memo_next;
     void *dense;         /* cached dense W [N, K] in dense_dt, or NULL */
     llmq_dtype dense_dt;
     void *scratch;       /* lent by the caller */

@@ -445,7 +445,7 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
 /* ---- host side ---- */
 
 struct StPlan {
-    int sw, cps, gspan, mt;
+    int sw, cps, gspan;
     size_t smem;
 };
 
@@ -478,8 +478,8 @@ static int st_resident(const cuda_ctx *c, int nw, int regs, size_t smem)
 static int st_fast_group(const wna16_weight *w);
 static int st_group_shift(const wna16_weight *w);
 
-static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, int force_sw, size_t xs_bytes,
-                   StPlan *out)
+static int st_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int regs, int force_sw,
+                           size_t xs_bytes, StPlan *out)
 {
     const int STEPS = w->bits == 4 ? Cfg<4>::STEPS : Cfg<8>::STEPS, table = w->spg_shift < 0;
     const int mt = M <= 8 ? 1 : 2, q = st_fast_group(w) >= 0 ? ST_U : 1; /* FAST: runs of whole batches */
@@ -497,8 +497,8 @@ static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, in
             continue; /* a warp with one batch has nothing to load while it computes (measured: 4096 x 4096
                          at M = 1 takes 4.8 us with 16 warps of 4 chunks, 4.0 with 8 of 8) */
         int gspan = 1;
-        for (int q = 0; q < sw; q++) {
-            const int kc0 = q * cps, kc1 = kc0 + cps < w->nkc ? kc0 + cps : w->nkc;
+        for (int r = 0; r < sw; r++) {
+            const int kc0 = r * cps, kc1 = kc0 + cps < w->nkc ? kc0 + cps : w->nkc;
             const int span = w->sg_host[kc1 * STEPS - 1] - w->sg_host[kc0 * STEPS] + 1;
             gspan = span > gspan ? span : gspan;
         }
@@ -513,11 +513,27 @@ static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, in
             out->sw = sw;
             out->cps = cps;
             out->gspan = gspan;
-            out->mt = mt;
             out->smem = smem;
         }
     }
     return best < 0 ? -1 : 0;
+}
+
+/* st_plan_compute, remembered per weight (wna16_weight.st_memo). */
+static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, int force_sw, size_t xs_bytes,
+                   StPlan *out)
+{
+    wna16_weight *wm = const_cast<wna16_weight *>(w); /* the memo only: the weight itself stays as it is */
+    for (const wna16_stream_memo &e : wm->st_memo)
+        if (e.M == M && e.regs == regs && e.force_sw == force_sw && e.device == c->device && e.xs_bytes == xs_bytes) {
+            *out = StPlan{e.sw, e.cps, e.gspan, e.smem};
+            return e.ok ? 0 : -1;
+        }
+    const int rc = st_plan_compute(w, c, M, regs, force_sw, xs_bytes, out);
+    wna16_stream_memo &e = wm->st_memo[wm->st_memo_next];
+    wm->st_memo_next = (wm->st_memo_next + 1) % 4;
+    e = wna16_stream_memo{M, regs, force_sw, c->device, rc == 0, xs_bytes, out->sw, out->cps, out->gspan, out->smem};
+    return rc;
 }
 
 /* XS: shared memory for the staged x row and its group sums. */
@@ -640,13 +656,14 @@ static cudaError_t st_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *
 
 int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
 {
-    int major = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
+    static int major[64]; /* per device, asked once (-1: the query failed) */
+    const int d = c->device >= 0 && c->device < 64 ? c->device : 0;
+    if (!major[d] && cudaDeviceGetAttribute(&major[d], cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
         cudaGetLastError();
-        return 0;
+        major[d] = -1;
     }
     StPlan p;
-    return major >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, c, M, 0, st_force_sw, 0, &p) == 0;
+    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, c, M, 0, st_force_sw, 0, &p) == 0;
 }
 
 int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M)
