@@ -201,6 +201,26 @@ template <typename S, int E> struct Frag<S, E, false> {
  * then every weight is 0 instead of NaN. */
 __device__ __forceinline__ float safe_max(float m) { return m == -INFINITY ? 0.0f : m; }
 
+/* The warps' partials of row r merged (online softmax): the sum over
+ * warps w of part[w * stride] rescaled from warp w's running max
+ * w_m[w * RB + r] to the largest one, which goes to *mx_out if given. */
+template <int RB>
+__device__ __forceinline__ float merge_warps(const float *w_m, int r, const float *part, int stride, float *mx_out)
+{
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < AK_WARPS; w++)
+        mx = fmaxf(mx, w_m[w * RB + r]);
+    const float mu = safe_max(mx);
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < AK_WARPS; w++)
+        s += exp2f(w_m[w * RB + r] - mu) * part[w * stride];
+    if (mx_out)
+        *mx_out = mx;
+    return s;
+}
+
 /* The block's end, after every warp has left its partial -- unnormalized
  * output w_acc over hd dimensions per row, running max w_m and sum w_l --
  * in shared memory: merge the warps, then the blocks of the cluster through
@@ -220,32 +240,11 @@ __device__ __forceinline__ void block_merge_store(const AttnArgs &a, int kvh, in
     float *b_m = b_acc + RB * hd;                 /* [RB] */
     float *b_l = b_m + RB;
     __syncthreads();
-    for (int idx = threadIdx.x; idx < RB * hd; idx += AK_THREADS) {
-        const int r = idx / hd;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < AK_WARPS; w++)
-            mx = fmaxf(mx, w_m[w * RB + r]);
-        const float mu = safe_max(mx);
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < AK_WARPS; w++)
-            s += exp2f(w_m[w * RB + r] - mu) * w_acc[w * RB * hd + idx];
-        b_acc[idx] = s;
-    }
+    for (int idx = threadIdx.x; idx < RB * hd; idx += AK_THREADS)
+        b_acc[idx] = merge_warps<RB>(w_m, idx / hd, w_acc + idx, RB * hd, NULL);
     if (threadIdx.x < RB) {
         const int r = threadIdx.x;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < AK_WARPS; w++)
-            mx = fmaxf(mx, w_m[w * RB + r]);
-        const float mu = safe_max(mx);
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < AK_WARPS; w++)
-            s += exp2f(w_m[w * RB + r] - mu) * w_l[w * RB + r];
-        b_m[r] = mx;
-        b_l[r] = s;
+        b_l[r] = merge_warps<RB>(w_m, r, w_l + r, RB, &b_m[r]);
     }
 
     /* Every block's partial is complete and visible to the cluster (the
