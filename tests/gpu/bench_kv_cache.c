@@ -218,13 +218,7 @@ int main(int argc, char **argv)
     if (llmq_backend_cuda(&g, 0, LLMQ_F16))
         die("backend");
     stream = (cudaStream_t)llmq_cuda_stream(g);
-    struct cudaDeviceProp prop;
-    cuda_ok(cudaGetDeviceProperties(&prop, 0), "properties");
-    time_t now = time(NULL);
-    char date[32];
-    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
-    printf("bench_kv_cache %s: %s, %d SMs, L2 %d MB, reps %d\n", date, prop.name, prop.multiProcessorCount,
-           prop.l2CacheSize >> 20, reps);
+    gb_print_header("bench_kv_cache", reps);
 
     const double copy_gbs = gb_copy_gbs(stream, reps);
 
@@ -243,7 +237,7 @@ int main(int argc, char **argv)
     res[nres++] = measure(16, 4096, 8, copy_gbs); /* GQA 4 */
     res[nres++] = measure(64, 4096, 8, copy_gbs);
 
-    printf("\nsummary (%s, copy %.0f GB/s):\n", prop.name, copy_gbs);
+    printf("\nsummary (copy %.0f GB/s):\n", copy_gbs);
     printf("%5s %5s %6s | %9s %6s | %9s %6s | %7s\n", "batch", "ctx", "heads", "fp16 us", "%copy", "int8 us", "%copy",
            "speedup");
     for (int i = 0; i < nres; i++)

@@ -282,13 +282,7 @@ int main(int argc, char **argv)
         g->destroy(g);
         return 0;
     }
-    struct cudaDeviceProp prop;
-    cuda_ok(cudaGetDeviceProperties(&prop, 0), "properties");
-    time_t now = time(NULL);
-    char date[32];
-    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
-    printf("bench_wna16 %s: %s, %d SMs, L2 %d MB, reps %d\n", date, prop.name, prop.multiProcessorCount,
-           prop.l2CacheSize >> 20, reps);
+    gb_print_header("bench_wna16", reps);
 
     const double copy_gbs = gb_copy_gbs(stream, reps);
     if (do_sweep) {

@@ -6,7 +6,21 @@
 #define LLMQ_GPU_BENCH_H
 
 #include <cuda_runtime.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+
+/* The first line of a benchmark's output: program, UTC date, device 0. */
+static void gb_print_header(const char *prog, int reps)
+{
+    struct cudaDeviceProp prop;
+    cuda_ok(cudaGetDeviceProperties(&prop, 0), "properties");
+    time_t now = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
+    printf("%s %s: %s, %d SMs, L2 %d MB, reps %d\n", prog, date, prop.name, prop.multiProcessorCount,
+           prop.l2CacheSize >> 20, reps);
+}
 
 static int gb_cmp_float(const void *a, const void *b)
 {
