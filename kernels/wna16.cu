@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 #define GV_THREADS (GV_WARPS * 32)
 #define GV_TB 4                          /* 16-channel tiles per block */
 #define GV_SLOT (GV_TB * GV_WARPS * 512) /* bytes of one ring stage */
-#define GV_KS_MAX 8                      /* K slices: the portable cluster size */
+/* GV_KS_MAX (K slices, the portable cluster size): kernels/wna16_internal.cuh */
 
 struct GvArgs {
     const int4 *wq;
@@ -963,11 +963,7 @@ extern "C" void wna16_gemv_tune(const wna16_gemv_tuning *t)
                           gv_tune.stream_dry, gv_tune.stream_nofold, gv_tune.stream_no_xs);
 }
 
-struct GvPlan {
-    int mt, ks, cps, ns, gspan, blocks;
-    size_t smem;
-    int glo[GV_KS_MAX], ghi[GV_KS_MAX];
-};
+/* GvPlan: kernels/wna16_internal.cuh (the weight remembers plans). */
 
 /* What the device gives a block (asked once per device). */
 struct GvDev {
@@ -1042,7 +1038,7 @@ static int gv_resident(const cuda_ctx *c, int regs, size_t smem)
 }
 
 /* 0 and the plan, or -1 when no split fits the device's shared memory. */
-static int gv_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, GvPlan *out)
+static int gv_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int regs, GvPlan *out)
 {
     const long target = (long)gv_bps() * c->num_sms;
     const int kmax = gv_ks_max() < w->nkc ? gv_ks_max() : w->nkc;
@@ -1068,6 +1064,37 @@ static int gv_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, Gv
         }
     }
     return have ? 0 : -1;
+}
+
+/* gv_plan_compute, remembered per weight (wna16_weight.gv_memo): AUTO,
+ * run_gemv and launch_gemv each ask for it on every call. */
+static int gv_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, GvPlan *out)
+{
+    wna16_weight *wm = const_cast<wna16_weight *>(w); /* the memo only: the weight itself stays as it is */
+    const int ks_max = gv_ks_max(), bps = gv_bps(), ns_max = gv_ns_max();
+    for (const wna16_gemv_memo &e : wm->gv_memo)
+        if (e.M == M && e.regs == regs && e.device == c->device && e.num_sms == c->num_sms &&
+            e.smem_optin == c->smem_optin && e.ks_max == ks_max && e.bps == bps && e.ns_max == ns_max) {
+            if (!e.ok)
+                return -1; /* out untouched, as gv_plan_compute leaves it */
+            *out = e.plan;
+            return 0;
+        }
+    const int rc = gv_plan_compute(w, c, M, regs, out);
+    wna16_gemv_memo &e = wm->gv_memo[wm->gv_memo_next];
+    wm->gv_memo_next = (wm->gv_memo_next + 1) % 4;
+    e.M = M;
+    e.regs = regs;
+    e.device = c->device;
+    e.num_sms = c->num_sms;
+    e.smem_optin = c->smem_optin;
+    e.ks_max = ks_max;
+    e.bps = bps;
+    e.ns_max = ns_max;
+    e.ok = rc == 0;
+    if (rc == 0)
+        e.plan = *out;
+    return rc;
 }
 
 template <typename T, int BITS, int MT, bool PERM, bool EXACT, bool FOLD = false>

@@ -25,6 +25,24 @@ struct wna16_stream_memo {
     size_t smem;
 };
 
+/* The ring GEMV's plan (kernels/wna16.cu), here for its memo below. */
+#define GV_KS_MAX 8 /* K slices: the portable cluster size */
+
+struct GvPlan {
+    int mt, ks, cps, ns, gspan, blocks;
+    size_t smem;
+    int glo[GV_KS_MAX], ghi[GV_KS_MAX];
+};
+
+/* One remembered ring GEMV plan: besides M and regs it depends on the
+ * device (its SM count, shared memory and attributes) and on three of
+ * wna16_gemv_tune's knobs, all in the key. */
+struct wna16_gemv_memo {
+    int M, regs, device, num_sms, ks_max, bps, ns_max, ok; /* M = 0: empty */
+    size_t smem_optin;
+    GvPlan plan;
+};
+
 struct wna16_weight {
     int K, N, bits, ng;
     int Kp, nkc, ntiles; /* repacked rows (padded), 16-byte chunks per 16 channels, Np / 16 */
@@ -40,6 +58,8 @@ struct wna16_weight {
     int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans) */
     wna16_stream_memo st_memo[4]; /* the stream kernel's plans, replaced round robin (not thread-safe) */
     int st_memo_next;
+    wna16_gemv_memo gv_memo[4]; /* the ring GEMV's plans, likewise */
+    int gv_memo_next;
     void *dense;         /* cached dense W [N, K] in dense_dt, or NULL */
     llmq_dtype dense_dt;
     void *scratch;       /* lent by the caller */
