@@ -20,6 +20,25 @@ int cuda_pdl_ok = 1;
 #define STAGE_BYTES ((size_t)32 << 20)   /* per staging buffer (two of each kind) */
 #define CUBLAS_WS_BYTES ((size_t)32 << 20)
 
+int cuda_resident_blocks(int device, int nw, int regs, size_t smem)
+{
+    static int smem_sm[64], reserved[64]; /* per device, asked once (-1: the query failed) */
+    const int d = device >= 0 && device < 64 ? device : 0;
+    if (!smem_sm[d] &&
+        (cudaDeviceGetAttribute(&smem_sm[d], cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess ||
+         cudaDeviceGetAttribute(&reserved[d], cudaDevAttrReservedSharedMemoryPerBlock, device) != cudaSuccess)) {
+        cudaGetLastError();
+        smem_sm[d] = -1;
+    }
+    const int warp_regs = (regs * 32 + 255) / 256 * 256;
+    int n = 65536 / (warp_regs * nw);
+    if (smem_sm[d] > 0 && (int)((size_t)smem_sm[d] / (smem + (size_t)reserved[d])) < n)
+        n = (int)((size_t)smem_sm[d] / (smem + (size_t)reserved[d]));
+    if (64 / nw < n)
+        n = 64 / nw;
+    return n < 32 ? n : 32;
+}
+
 static cuda_ctx *ctx(llmq_backend *b) { return (cuda_ctx *)b->impl; }
 
 const char *cublas_status_name(cublasStatus_t s) { return cublasGetStatusString(s); }

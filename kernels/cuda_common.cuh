@@ -58,6 +58,14 @@ struct cuda_ctx {
             return llmq_fail("%s: kernel launch failed: %s", what, cudaGetErrorString(err_));      \
     } while (0)
 
+/* For launchers that return a cudaError_t (launch_pdl, cudaLaunchKernelEx). */
+#define LAUNCH_TRY(what, call)                                                                     \
+    do {                                                                                           \
+        cudaError_t err_ = (call);                                                                 \
+        if (err_ != cudaSuccess)                                                                   \
+            return llmq_fail("%s: kernel launch failed: %s", what, cudaGetErrorString(err_));      \
+    } while (0)
+
 const char *cublas_status_name(cublasStatus_t s);
 
 #define CUBLAS_TRY(call)                                                                           \
@@ -175,6 +183,12 @@ static inline unsigned grid_for(const cuda_ctx *c, size_t n, size_t per_block)
     size_t g = (n + per_block - 1) / per_block, cap = (size_t)c->num_sms * 16;
     return (unsigned)(g < 1 ? 1 : g > cap ? cap : g);
 }
+
+/* Blocks of nw warps, regs registers per thread and smem bytes of dynamic
+ * shared memory that one multiprocessor of `device` holds at once (at most
+ * 32; the device's shared memory asked once): how the GEMV kernels size
+ * their splits so that the grid is one wave (backend_cuda.cu). */
+int cuda_resident_blocks(int device, int nw, int regs, size_t smem);
 
 /* ---- launchers (one file each) ---- */
 

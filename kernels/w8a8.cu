@@ -93,6 +93,8 @@ namespace {
 
 template <typename T, bool VEC> __global__ void quant_rows_kernel(int8_t *q, float *scale, const T *x, int cols)
 {
+    pdl_wait(); /* launched with PDL (decode chains): the input is the kernel before's */
+    pdl_trigger();
     __shared__ float shm[32];
     T *cache = reinterpret_cast<T *>(w8a8_smem);
     constexpr int P = VEC ? Vec16<T>::N : 1;
@@ -115,6 +117,8 @@ template <typename T, bool VEC, bool ADD>
 __global__ void rmsnorm_quant_kernel(int8_t *q, float *scale, T *x, const T *delta, const T *__restrict__ w, int dim,
                                      float eps)
 {
+    pdl_wait(); /* launched with PDL (decode chains): the input is the kernel before's */
+    pdl_trigger();
     __shared__ float shm[32];
     T *cache = reinterpret_cast<T *>(w8a8_smem);
     constexpr int P = VEC ? Vec16<T>::N : 1;
@@ -161,6 +165,8 @@ template <typename T, bool VEC>
 __global__ void silu_mul_quant_kernel(int8_t *q, float *scale, const T *__restrict__ gate, const T *__restrict__ up,
                                       int ld, int cols)
 {
+    pdl_wait(); /* launched with PDL (decode chains): the input is the kernel before's */
+    pdl_trigger();
     __shared__ float shm[32];
     T *cache = reinterpret_cast<T *>(w8a8_smem);
     constexpr int P = VEC ? Vec16<T>::N : 1;
@@ -231,13 +237,14 @@ extern "C" int llmq_quant_per_token(void *stream, llmq_dtype dt, int8_t *q, floa
         if (vec) {
             if (smem_prepare(quant_rows_kernel<T, true>, smem, "quant_per_token"))
                 return -1;
-            quant_rows_kernel<T, true><<<rows, row_threads(chunks), smem, st>>>(q, scale, (const T *)x, cols);
+            LAUNCH_TRY("quant_per_token", launch_pdl(quant_rows_kernel<T, true>, dim3(rows), dim3(row_threads(chunks)),
+                                                     smem, st, NULL, 0, q, scale, (const T *)x, cols));
         } else {
             if (smem_prepare(quant_rows_kernel<T, false>, smem, "quant_per_token"))
                 return -1;
-            quant_rows_kernel<T, false><<<rows, row_threads(chunks), smem, st>>>(q, scale, (const T *)x, cols);
+            LAUNCH_TRY("quant_per_token", launch_pdl(quant_rows_kernel<T, false>, dim3(rows), dim3(row_threads(chunks)),
+                                                     smem, st, NULL, 0, q, scale, (const T *)x, cols));
         }
-        LAUNCH_CHECK("quant_per_token");
     });
     return 0;
 }
@@ -250,8 +257,8 @@ static int launch_rmsnorm_quant(cudaStream_t st, int8_t *q, float *scale, T *x, 
     const size_t smem = (size_t)dim * sizeof(T);
     if (smem_prepare(rmsnorm_quant_kernel<T, VEC, ADD>, smem, "rmsnorm_quant"))
         return -1;
-    rmsnorm_quant_kernel<T, VEC, ADD><<<rows, row_threads(dim / P), smem, st>>>(q, scale, x, delta, w, dim, eps);
-    LAUNCH_CHECK("rmsnorm_quant");
+    LAUNCH_TRY("rmsnorm_quant", launch_pdl(rmsnorm_quant_kernel<T, VEC, ADD>, dim3(rows), dim3(row_threads(dim / P)),
+                                           smem, st, NULL, 0, q, scale, x, delta, w, dim, eps));
     return 0;
 }
 
@@ -298,13 +305,16 @@ extern "C" int llmq_silu_mul_quant(void *stream, llmq_dtype dt, int8_t *q, float
         if (vec) {
             if (smem_prepare(silu_mul_quant_kernel<T, true>, smem, "silu_mul_quant"))
                 return -1;
-            silu_mul_quant_kernel<T, true><<<rows, row_threads(chunks), smem, st>>>(q, scale, g, u, ld, cols);
+            LAUNCH_TRY("silu_mul_quant", launch_pdl(silu_mul_quant_kernel<T, true>, dim3(rows),
+                                                    dim3(row_threads(chunks)), smem, st, NULL, 0, q, scale, g, u, ld,
+                                                    cols));
         } else {
             if (smem_prepare(silu_mul_quant_kernel<T, false>, smem, "silu_mul_quant"))
                 return -1;
-            silu_mul_quant_kernel<T, false><<<rows, row_threads(chunks), smem, st>>>(q, scale, g, u, ld, cols);
+            LAUNCH_TRY("silu_mul_quant", launch_pdl(silu_mul_quant_kernel<T, false>, dim3(rows),
+                                                    dim3(row_threads(chunks)), smem, st, NULL, 0, q, scale, g, u, ld,
+                                                    cols));
         }
-        LAUNCH_CHECK("silu_mul_quant");
     });
     return 0;
 }
@@ -592,7 +602,8 @@ extern "C" int llmq_w8a8_fused_available(const llmq_w8a8_ctx *c) { return c->fus
 
 extern "C" int llmq_w8a8_set_epilogue(llmq_w8a8_ctx *c, int epi)
 {
-    if (epi != LLMQ_W8A8_EPI_AUTO && epi != LLMQ_W8A8_EPI_FUSED && epi != LLMQ_W8A8_EPI_RESCALE)
+    if (epi != LLMQ_W8A8_EPI_AUTO && epi != LLMQ_W8A8_EPI_FUSED && epi != LLMQ_W8A8_EPI_RESCALE &&
+        epi != LLMQ_W8A8_EPI_GEMV)
         return llmq_fail("w8a8: unknown epilogue %d", epi);
     if (epi == LLMQ_W8A8_EPI_FUSED && !c->fused_ok)
         return llmq_fail("w8a8: this cuBLASLt has no fused int8 epilogue with outer-vector scales");
@@ -677,6 +688,10 @@ extern "C" int llmq_w8a8_gemm(llmq_w8a8_ctx *c, llmq_dtype dt, void *y, const in
         return llmq_fail("w8a8_gemm: unsupported output type %s", llmq_dtype_name(dt));
     if (M == 0)
         return 0;
+    if (c->epi == LLMQ_W8A8_EPI_GEMV || (c->epi == LLMQ_W8A8_EPI_AUTO && M <= LLMQ_W8A8_GEMV_MAX_M)) {
+        c->last = "int8 GEMV, rescale in its epilogue";
+        return llmq_w8a8_gemv(c->stream, dt, y, x, s_tok, w, s_ch, M, N, K);
+    }
     if (c->epi == LLMQ_W8A8_EPI_FUSED || (c->epi == LLMQ_W8A8_EPI_AUTO && c->fused_ok)) {
         if (gemm_fused(c, dt, y, x, s_tok, w, s_ch, M, N, K) == 0) {
             c->last = "fused (cuBLASLt outer-vector scales)";

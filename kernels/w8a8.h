@@ -34,8 +34,13 @@
  *                          slower at M >= 2048 on an H200 (smaller GEMMs run
  *                          less efficiently than the L2 saves;
  *                          docs/BENCHMARKS_W8A8_NF4.md), hence the large budget.
+ *   LLMQ_W8A8_EPI_GEMV:    decode batches (M <= LLMQ_W8A8_GEMV_MAX_M):
+ *                          llmq_w8a8_gemv, llmq's own kernel (w8a8_gemv.cu),
+ *                          int8 tensor cores on the same row-major weight,
+ *                          the rescale in its epilogue, one launch.
  * On the H200 tested, cuBLASLt 13.0 did not accept the outer-vector int8
- * epilogue, so AUTO runs the rescale path. */
+ * epilogue, so AUTO runs the GEMV up to LLMQ_W8A8_GEMV_MAX_M rows and the
+ * rescale path beyond. */
 #ifndef LLMQ_KERNELS_W8A8_H
 #define LLMQ_KERNELS_W8A8_H
 
@@ -68,11 +73,39 @@ int llmq_silu_mul_quant(void *stream, llmq_dtype dt, int8_t *q, float *scale, co
 int llmq_w8a8_rescale(void *stream, llmq_dtype dt, void *y, const int32_t *acc, const float *s_tok,
                       const float *s_ch, int M, int N);
 
+/* ---- the decode-batch linear, rescale fused ---- */
+
+/* AUTO's GEMV up to this many rows (a decode batch; the weight is read once
+ * per 16 rows, so beyond it cuBLASLt's tiles win). */
+#define LLMQ_W8A8_GEMV_MAX_M 16
+
+/* y [M,N] (dt) = ((float)(x . w^T)[m,n] * s_tok[m]) * s_ch[n], x [M,K] and
+ * w [N,K] int8 row-major, K % 4 == 0, x and w 4-byte aligned (16-byte and
+ * K % 128 == 0 for the fast loop). Any M >= 0; the exact int32 sum, so y
+ * equals int8_gemm_ref's bit for bit. Launched with programmatic dependent
+ * launch: its weight loads overlap the kernel before. */
+int llmq_w8a8_gemv(void *stream, llmq_dtype dt, void *y, const int8_t *x, const float *s_tok, const int8_t *w,
+                   const float *s_ch, int M, int N, int K);
+
+/* Up to this many linears that read the same x in one launch. */
+#define LLMQ_W8A8_GEMV_GROUP 3
+
+/* llmq_w8a8_gemv for n <= LLMQ_W8A8_GEMV_GROUP linears that read the same
+ * x (q/k/v, gate/up) in one launch: y[i] [M, N[i]] from w[i] [N[i], K] and
+ * s_ch[i]. The same numbers as n separate calls; one launch instead of n,
+ * and one grid over all their channel tiles. */
+int llmq_w8a8_gemv_group(void *stream, llmq_dtype dt, int n, void *const *y, const int8_t *x, const float *s_tok,
+                         const int8_t *const *w, const float *const *s_ch, const int *N, int M, int K);
+
+/* Measurement and test knobs of llmq_w8a8_gemv: warps per block (0:
+ * planned; else the largest split up to it), no PDL. Process-wide. */
+void llmq_w8a8_gemv_tune(int warps, int no_pdl);
+
 /* ---- int8 GEMM ---- */
 
 typedef struct llmq_w8a8_ctx llmq_w8a8_ctx;
 
-enum { LLMQ_W8A8_EPI_AUTO = 0, LLMQ_W8A8_EPI_FUSED = 1, LLMQ_W8A8_EPI_RESCALE = 2 };
+enum { LLMQ_W8A8_EPI_AUTO = 0, LLMQ_W8A8_EPI_FUSED = 1, LLMQ_W8A8_EPI_RESCALE = 2, LLMQ_W8A8_EPI_GEMV = 3 };
 
 /* The rescale path's default scratch budget in bytes. */
 #define LLMQ_W8A8_DEFAULT_SCRATCH ((size_t)512 << 20)
@@ -85,13 +118,15 @@ void llmq_w8a8_destroy(llmq_w8a8_ctx *c);
 /* 1 if cuBLASLt accepted the outer-vector int8 epilogue at create time. */
 int llmq_w8a8_fused_available(const llmq_w8a8_ctx *c);
 
-/* Epilogue choice (AUTO: fused when available, else rescale) and the
+/* Epilogue choice (AUTO: the GEMV up to LLMQ_W8A8_GEMV_MAX_M rows, then
+ * cuBLASLt fused when available, else rescale) and the
  * scratch budget of the rescale path in bytes (0: one GEMM over all of M). */
 int llmq_w8a8_set_epilogue(llmq_w8a8_ctx *c, int epi);
 void llmq_w8a8_set_scratch_limit(llmq_w8a8_ctx *c, size_t bytes);
 
 /* The epilogue the last llmq_w8a8_gemm call used: "fused (cuBLASLt
- * outer-vector scales)" or "int32 + rescale kernel"; "" before any call. */
+ * outer-vector scales)", "int32 + rescale kernel" or "int8 GEMV, rescale
+ * in its epilogue"; "" before any call. */
 const char *llmq_w8a8_last_epilogue(const llmq_w8a8_ctx *c);
 
 /* acc [M,N] int32 = x [M,K] int8 . w [N,K]^T int8, exact. */

@@ -23,7 +23,12 @@
  * totalling at least 256 MiB, so that no call finds its weight in L2; inputs
  * are random, never zeros.
  *
- * Usage: bench_w8a8 [quick]   (quick: fewer M values) */
+ *   decode      M = 1, 4, 8, 16 at the 7B shapes: llmq_w8a8_gemv (the
+ *               rescale in its epilogue) vs cuBLASLt int8 + rescale vs
+ *               cuBLAS fp16, as GB/s of the int8 weight and share of copy
+ *
+ * Usage: bench_w8a8 [quick|gemv]   (quick: fewer M values; gemv: copy and
+ * the decode table only) */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -363,6 +368,64 @@ static void bench_linear(const int *Ms, int nM)
     }
 }
 
+/* ---- W8A8 decode batches: the GEMV with the rescale in its epilogue ---- */
+
+static void bench_gemv(double copy_gbs)
+{
+    static const int shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* N, K */
+    static const int Ms[] = {1, 4, 8, 16};
+    static const int sweep[] = {2, 4, 8, 16};
+    printf("\n## W8A8 decode batches: llmq_w8a8_gemv (int8 mma, rescale in its epilogue) vs cuBLASLt int8 + "
+           "rescale vs cuBLAS fp16, fp16 y, us per call\n");
+    printf("copy bandwidth in this run: %.0f GB/s; GB/s = weight bytes (int8 codes + fp32 channel scales) / time\n",
+           copy_gbs);
+    printf("| N x K | M | GEMV us | GB/s | of copy BW | cuBLASLt + rescale us | fp16 us | vs cuBLASLt | vs fp16 | "
+           "M = 1 forced 2 / 4 / 8 / 16 warps |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int s = 0; s < 3; s++) {
+        struct lin l = {.N = shapes[s][0], .K = shapes[s][1]};
+        size_t nw = (size_t)l.N * l.K;
+        l.nw16 = rot_count(nw * 2);
+        l.nw8 = rot_count(nw);
+        l.w16 = xmalloc(l.nw16 * sizeof *l.w16);
+        l.w8 = xmalloc(l.nw8 * sizeof *l.w8);
+        for (int i = 0; i < l.nw16; i++)
+            l.w16[i] = dev_rand(nw, LLMQ_F16, 0.02f);
+        for (int i = 0; i < l.nw8; i++)
+            l.w8[i] = dev_rand(nw, LLMQ_I8, 1.0f);
+        l.x16 = dev_rand((size_t)16 * l.K, LLMQ_F16, 1.0f);
+        l.xq = dev_rand((size_t)16 * l.K, LLMQ_I8, 1.0f);
+        l.s_tok = dev_scales(16, 0.01f);
+        l.s_ch = dev_scales(l.N, 0.001f);
+        l.y = dmalloc((size_t)16 * l.N * 2);
+        l.acc = dmalloc((size_t)16 * l.N * 4);
+        for (int i = 0; i < 4; i++) {
+            l.M = Ms[i];
+            double tg = time_epi(&l, LLMQ_W8A8_EPI_GEMV, 0, run_w8a8);
+            double tr = time_epi(&l, LLMQ_W8A8_EPI_RESCALE, 0, run_w8a8), t16 = time_us(run_fp16, &l);
+            double gbs = (nw + l.N * 4.0) / (tg * 1e-6) / 1e9;
+            char sw[96] = "";
+            if (l.M == 1) {
+                double ts[4];
+                for (int j = 0; j < 4; j++) {
+                    llmq_w8a8_gemv_tune(sweep[j], 0);
+                    ts[j] = time_epi(&l, LLMQ_W8A8_EPI_GEMV, 0, run_w8a8);
+                }
+                llmq_w8a8_gemv_tune(0, 0);
+                snprintf(sw, sizeof sw, "%.2f / %.2f / %.2f / %.2f", ts[0], ts[1], ts[2], ts[3]);
+            }
+            printf("| %dx%d | %d | %.2f | %.0f | %.0f%% | %.2f | %.2f | %.2fx | %.2fx | %s |\n", l.N, l.K, l.M, tg, gbs,
+                   100.0 * gbs / copy_gbs, tr, t16, tr / tg, t16 / tg, sw);
+            fflush(stdout);
+        }
+        for (int i = 0; i < l.nw16; i++)
+            cudaFree(l.w16[i]);
+        for (int i = 0; i < l.nw8; i++)
+            cudaFree(l.w8[i]);
+        free(l.w16), free(l.w8);
+        cudaFree(l.x16), cudaFree(l.xq), cudaFree(l.s_tok), cudaFree(l.s_ch), cudaFree(l.y), cudaFree(l.acc);
+    }
+}
+
 /* ---- NF4 GEMV ---- */
 
 struct gemv {
@@ -468,6 +531,9 @@ int main(int argc, char **argv)
            prop.totalGlobalMem / 1073741824.0);
 
     double copy = bench_copy();
+    bench_gemv(copy);
+    if (argc > 1 && strcmp(argv[1], "gemv") == 0)
+        goto done;
     static const int prod_rows[] = {16, 512, 8192};
     bench_producers(prod_rows, 3);
     static const int Ms[] = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
@@ -477,7 +543,7 @@ int main(int argc, char **argv)
     else
         bench_linear(Ms, 10);
     bench_nf4(copy);
-
+done:
     llmq_w8a8_destroy(wctx);
     g->destroy(g);
     return 0;

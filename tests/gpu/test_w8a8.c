@@ -372,7 +372,9 @@ static void check_epilogue(int epi, llmq_dtype dt, const char *shape, int M, int
                            const void *dst, const void *dw, const void *dsc, const int *rows, int nrows,
                            const float *yref)
 {
-    const char *what = epi == LLMQ_W8A8_EPI_FUSED ? "w8a8_gemm.fused" : "w8a8_gemm.rescale";
+    const char *what = epi == LLMQ_W8A8_EPI_FUSED  ? "w8a8_gemm.fused"
+                       : epi == LLMQ_W8A8_EPI_GEMV ? "w8a8_gemm.gemv"
+                                                   : "w8a8_gemm.rescale";
     size_t ny = (size_t)M * N;
     void *dy = dalloc(ny * llmq_dtype_size(dt), 0xFF);
     float *y = NULL;
@@ -409,7 +411,9 @@ static void check_epilogue(int epi, llmq_dtype dt, const char *shape, int M, int
     char numbers[160];
     snprintf(numbers, sizeof numbers, "err=%.3g bit-exact=%zu/%zu nonfinite=%zu (%s)", err, exact, cnt, nonfinite,
              llmq_w8a8_last_epilogue(ctx));
-    report(nonfinite == 0 && err <= lim, what, dt, shape, numbers);
+    /* The GEMV sums in int32 and rescales with the reference's formula:
+     * every element bit for bit. */
+    report(nonfinite == 0 && err <= lim && (epi != LLMQ_W8A8_EPI_GEMV || exact == cnt), what, dt, shape, numbers);
 done:
     free(y);
     cudaFree(dy);
@@ -456,6 +460,8 @@ static void check_gemm(int M, int N, int K, const llmq_dtype *dts, int ndt)
         if (i > 0) /* the reference's y in this type (the GEMM again: small shapes only) */
             ref_rows(x, st, w, sc, rows, nrows, N, K, NULL, yref, dts[i]);
         check_epilogue(LLMQ_W8A8_EPI_RESCALE, dts[i], shape, M, N, K, dx, dst, dw, dsc, rows, nrows, yref);
+        if (M <= 64)
+            check_epilogue(LLMQ_W8A8_EPI_GEMV, dts[i], shape, M, N, K, dx, dst, dw, dsc, rows, nrows, yref);
         if (llmq_w8a8_fused_available(ctx))
             check_epilogue(LLMQ_W8A8_EPI_FUSED, dts[i], shape, M, N, K, dx, dst, dw, dsc, rows, nrows, yref);
     }
@@ -514,6 +520,22 @@ int main(void)
         check_gemm(100, 172, 4096, dts, 2);
         llmq_w8a8_set_scratch_limit(ctx, LLMQ_W8A8_DEFAULT_SCRATCH);
         check_gemm_rejects();
+        /* The GEMV at every decode batch size around its row tiles (8, 16),
+         * on the fast loop (K % 128 == 0) and the general one, N not a
+         * multiple of the 16-channel tile; then under forced splits and
+         * without PDL. */
+        static const int gm[] = {2, 8, 9, 16};
+        static const int gk[][2] = {{4096, 4096}, {100, 172}, {11008, 4096}, {64, 1000}};
+        for (int i = 0; i < 4; i++)
+            for (int s = 0; s < 4; s++)
+                check_gemm(gm[i], gk[s][0], gk[s][1], dts, gm[i] == 9 ? 3 : 1);
+        static const int tw[][2] = {{1, 0}, {3, 0}, {16, 1}};
+        for (int i = 0; i < 3; i++) {
+            llmq_w8a8_gemv_tune(tw[i][0], tw[i][1]);
+            check_gemm(1, 4096, 11008, dts, 1);
+            check_gemm(5, 172, 1000, dts, 2);
+        }
+        llmq_w8a8_gemv_tune(0, 0);
         llmq_w8a8_destroy(ctx);
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
