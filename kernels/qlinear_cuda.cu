@@ -52,7 +52,7 @@ extern "C" int qlinear_int_cuda(llmq_linear *lin, llmq_backend *b, const llmq_qw
         goto done;
     if (scratch && scratch->p)
         wna16_set_scratch(w, scratch->p, scratch->bytes); /* AUTO: GEMV for decode, dequant + cuBLAS beyond */
-    lin->ctx = w, lin->forward = wna16_forward, lin->free_ctx = wna16_free_ctx;
+    lin->ctx = w, lin->forward = wna16_forward, lin->forward_group = wna16_forward_group, lin->free_ctx = wna16_free_ctx;
     rc = 0;
 done:
     free(qweight), free(qzeros), free(scales), free(col);
@@ -133,23 +133,55 @@ struct w8a8_gpu {
 
 static llmq_w8a8_ctx **gemm_of(qact *a) { return (llmq_w8a8_ctx **)&a->impl; }
 
+/* The int8 form of x in a: made here unless a fused producer (or the
+ * linear before, reading the same x) left it. */
+static int qact_of(qact *a, llmq_backend *b, const void *x, int rows, int cols)
+{
+    if (a->src == x && a->rows == rows && a->cols == cols)
+        return 0;
+    if (rows > a->max_rows || cols > a->max_cols)
+        return llmq_fail("int8 activations: %d x %d exceed the %d x %d allocated", rows, cols, a->max_rows,
+                         a->max_cols);
+    if (llmq_quant_per_token(cctx(b)->stream, b->dt, a->q, a->s, x, rows, cols))
+        return -1;
+    a->src = x, a->rows = rows, a->cols = cols;
+    return 0;
+}
+
 static int w8a8_forward(llmq_linear *lin, llmq_backend *b, void *y, const void *x, int rows)
 {
     w8a8_gpu *g = (w8a8_gpu *)lin->ctx;
     qact *a = g->a;
     cuda_ctx *c = cctx(b);
-    if (a->src != x || a->rows != rows || a->cols != lin->in) {
-        if (rows > a->max_rows || lin->in > a->max_cols)
-            return llmq_fail("int8 activations: %d x %d exceed the %d x %d allocated", rows, lin->in, a->max_rows,
-                             a->max_cols);
-        if (llmq_quant_per_token(c->stream, b->dt, a->q, a->s, x, rows, lin->in))
-            return -1;
-        a->src = x, a->rows = rows, a->cols = lin->in;
-    }
-    if (llmq_w8a8_gemm(*gemm_of(a), b->dt, y, a->q, a->s, g->wq, g->s_ch, rows, lin->out, lin->in))
+    if (qact_of(a, b, x, rows, lin->in) ||
+        llmq_w8a8_gemm(*gemm_of(a), b->dt, y, a->q, a->s, g->wq, g->s_ch, rows, lin->out, lin->in))
         return -1;
     if (lin->bias && cuda_add_bias(c, b->dt, y, lin->bias, rows, lin->out))
         return -1;
+    return 0;
+}
+
+/* q/k/v or gate/up of a decode batch: one GEMV launch for the group. */
+static int w8a8_forward_group(llmq_linear *first, int n, llmq_backend *b, void *const *y, const void *x, int rows)
+{
+    if (n < 1 || n > LLMQ_W8A8_GEMV_GROUP || rows > LLMQ_W8A8_GEMV_MAX_M)
+        return 1;
+    const int8_t *w[LLMQ_W8A8_GEMV_GROUP];
+    const float *s_ch[LLMQ_W8A8_GEMV_GROUP];
+    int N[LLMQ_W8A8_GEMV_GROUP];
+    qact *a = ((w8a8_gpu *)first->ctx)->a;
+    for (int i = 0; i < n; i++) {
+        const w8a8_gpu *g = (const w8a8_gpu *)first[i].ctx;
+        if (first[i].forward != w8a8_forward || g->a != a || first[i].in != first->in)
+            return 1;
+        w[i] = g->wq, s_ch[i] = g->s_ch, N[i] = first[i].out;
+    }
+    if (qact_of(a, b, x, rows, first->in) ||
+        llmq_w8a8_gemv_group(cctx(b)->stream, b->dt, n, y, a->q, a->s, w, s_ch, N, rows, first->in))
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (first[i].bias && cuda_add_bias(cctx(b), b->dt, y[i], first[i].bias, rows, first[i].out))
+            return -1;
     return 0;
 }
 
@@ -181,7 +213,7 @@ extern "C" int qlinear_w8a8_cuda(llmq_linear *lin, llmq_backend *b, const int8_t
         w8a8_free_ctx(lin, b);
         return -1;
     }
-    lin->ctx = g, lin->forward = w8a8_forward, lin->free_ctx = w8a8_free_ctx;
+    lin->ctx = g, lin->forward = w8a8_forward, lin->forward_group = w8a8_forward_group, lin->free_ctx = w8a8_free_ctx;
     return 0;
 }
 

@@ -1305,6 +1305,39 @@ extern "C" int wna16_forward(struct llmq_linear *lin, llmq_backend *b, void *y, 
     return 0;
 }
 
+extern "C" int wna16_linear_group(wna16_weight *const *ws, int n, llmq_backend *b, void *const *ys, const void *x,
+                                  int M)
+{
+    cuda_ctx *c = cctx(b, "wna16_linear");
+    if (!c || check_dt(b->dt, "wna16_linear"))
+        return -1;
+    /* AUTO's STREAM conditions (wna16_linear_path) */
+    if (M < 1 || M > WNA16_STREAM_MAX_M || gv_tune.ring || ((uintptr_t)x & 3))
+        return 1;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ys[i] & 1)
+            return 1;
+    return wna16_stream_run_group(ws, n, c, b->dt, ys, x, M);
+}
+
+extern "C" int wna16_forward_group(struct llmq_linear *first, int n, llmq_backend *b, void *const *y, const void *x,
+                                   int rows)
+{
+    wna16_weight *ws[WNA16_GROUP_MAX];
+    if (n < 1 || n > WNA16_GROUP_MAX)
+        return 1;
+    for (int i = 0; i < n; i++) {
+        ws[i] = (wna16_weight *)first[i].ctx;
+        if (first[i].forward != wna16_forward || ws[i]->K != first[i].in || ws[i]->N != first[i].out)
+            return 1;
+    }
+    int rc = wna16_linear_group(ws, n, b, y, x, rows);
+    for (int i = 0; i < n && rc == 0; i++)
+        if (first[i].bias && cuda_add_bias((cuda_ctx *)b->impl, b->dt, y[i], first[i].bias, rows, first[i].out))
+            rc = -1;
+    return rc;
+}
+
 extern "C" void wna16_free_ctx(struct llmq_linear *lin, llmq_backend *b)
 {
     (void)b;

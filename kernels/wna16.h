@@ -176,11 +176,22 @@ int wna16_cache_dense(wna16_weight *w, llmq_backend *b, int on);
  * path; NULL detaches. The caller keeps ownership; handles may share one. */
 void wna16_set_scratch(wna16_weight *w, void *scratch, size_t bytes);
 
+/* Linears that read one x (q/k/v, gate/up) in one launch: up to this many. */
+#define WNA16_GROUP_MAX 3
+
+/* y[i] = x . W_i^T for n <= WNA16_GROUP_MAX weights in one STREAM launch
+ * (one grid over all their channel tiles: one launch instead of n, and a
+ * fuller grid than the smaller ones alone), where AUTO would take STREAM for
+ * each and they share K, bits and groups (no act-order). 0, -1 with
+ * llmq_fail(), or 1 when not taken (nothing done: run each). */
+int wna16_linear_group(wna16_weight *const *ws, int n, llmq_backend *b, void *const *ys, const void *x, int M);
+
 /* src/model.h's linear seam: set lin->ctx = a prepared wna16_weight,
- * lin->forward = wna16_forward, lin->free_ctx = wna16_free_ctx. forward adds
- * lin->bias when present. */
+ * lin->forward = wna16_forward, lin->forward_group = wna16_forward_group,
+ * lin->free_ctx = wna16_free_ctx. Both forwards add lin->bias when present. */
 struct llmq_linear;
 int wna16_forward(struct llmq_linear *lin, llmq_backend *b, void *y, const void *x, int rows);
+int wna16_forward_group(struct llmq_linear *first, int n, llmq_backend *b, void *const *y, const void *x, int rows);
 void wna16_free_ctx(struct llmq_linear *lin, llmq_backend *b);
 
 #ifdef __cplusplus

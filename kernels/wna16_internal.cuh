@@ -19,7 +19,7 @@ extern "C" {
  * split depends only on the key, and a decode step asks for the same few
  * keys on every call of every linear. */
 struct wna16_stream_memo {
-    int M, regs, force_sw, device, ok; /* M = 0: empty */
+    int M, ntiles, regs, force_sw, device, ok; /* M = 0: empty; ntiles: of the launch (a group's sum) */
     size_t xs_bytes;
     int sw, cps, gspan;
     size_t smem;
@@ -367,6 +367,11 @@ template <typename A> void weight_args(A *a, const wna16_weight *w, int M)
  * with llmq_fail(). stream_usable says whether it takes this weight at M. */
 int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M);
 int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M);
+/* The same for n <= WNA16_GROUP_MAX weights of the same K, bits and groups
+ * reading one x, in one launch: 0, -1 with llmq_fail(), or 1 when the
+ * stream kernel does not take them together (nothing done). */
+int wna16_stream_run_group(const wna16_weight *const *ws, int n, cuda_ctx *c, llmq_dtype dt, void *const *ys,
+                           const void *x, int M);
 /* wna16_gemv_tune's knobs for it: warps per block (0: planned), no PDL,
  * W rounded before the mma at M <= 8 too, L2 prefetch distance, dry run,
  * q - z per pair instead of the zero point folded into the group sums,

@@ -47,12 +47,26 @@
 #include "kernels/wna16_internal.cuh"
 
 #define ST_U 4          /* chunks per batch; two batches in flight per warp */
-#define ST_MAX_WARPS 16 /* per block (launch bounds: 512 threads, <= 128 registers) */
+#define ST_MAX_WARPS 16 /* per block (512 threads: <= 128 registers) */
+/* Registers of the M = 1 (XS) kernels: they need ~70-80, and left alone
+ * ptxas picks 64 with spills for some instantiations and 71-78 for others,
+ * changing from one edit of the kernel to the next. 80 costs the same
+ * occupancy as 72 (registers go to warps in units of 256). */
+#define ST_XS_REGS 80
 
-struct StArgs {
+/* A further weight of a group launch (q/k/v or gate/up in one grid): the
+ * grid's blocks from tile0 on are its 16-channel tiles. */
+struct StSeg {
     const int4 *wq;
     const uint2 *sz;
-    const int *step_group, *perm;
+    void *y;
+    int N, ntiles, tile0;
+};
+
+struct StArgs {
+    const int4 *wq; /* the (first) weight; its output is the kernel's y */
+    const uint2 *sz;
+    const int *step_group, *perm; /* shared: the weights of a group have the same K and groups */
     int M, K, N, ng, nkc, ntiles;
     int cps;       /* chunks per warp (the last warps may have fewer or none) */
     int spg_shift; /* step -> group as a shift, or -1: the step_group table */
@@ -60,6 +74,8 @@ struct StArgs {
     int xs_off;    /* XS: byte offset of the staged x row in shared memory */
     int gshift;    /* FAST: chunk kc is in (scale) group kc >> gshift (30: one group) */
     int gspan;     /* most groups one warp's run touches */
+    int nseg;      /* GRP: weights in the launch (1 + those in more) */
+    StSeg more[WNA16_GROUP_MAX - 1];
 };
 
 /* Shared memory of a block of nw warps (bytes): the reduction fragments,
@@ -124,10 +140,12 @@ template <bool PERM> __device__ __forceinline__ uint32_t st_x(const uint16_t *xb
     return r < K ? v : 0u;
 }
 
-template <typename T, int BITS, int MT, bool PERM, bool EXACT, int FG, bool FOLD, bool XS = false, bool DRY = false>
-__global__ void __launch_bounds__(ST_MAX_WARPS * 32)
-    wna16_stream_kernel(T *__restrict__ y, const T *__restrict__ x, const StArgs a)
+template <typename T, int BITS, int MT, bool PERM, bool EXACT, int FG, bool FOLD, bool XS = false, bool DRY = false,
+          bool GRP = false>
+__global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
+    wna16_stream_kernel(T *__restrict__ y0, const T *__restrict__ x, const StArgs a)
 {
+    static_assert(WNA16_GROUP_MAX == 3, "the segment selects below");
     /* FG >= 0 (FAST): flush units of 2^FG whole chunks in which the scales
      * do not change (static groups of a multiple of it, or one group),
      * every warp's run a whole number of batches (the plan sees to it), so
@@ -146,7 +164,15 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
     constexpr int STEPS = Cfg<BITS>::STEPS;
     extern __shared__ __align__(16) unsigned char st_sm[];
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
-    const int nt = blockIdx.x, m0 = blockIdx.y * 8 * MT;
+    /* GRP (a group launch): this block's weight, field by field (a runtime
+     * index into the parameter struct would copy it to local memory).
+     * Single weights compile with si = 0: the segment logic costs the
+     * register allocation of the hot loop enough to matter (ptxas picks
+     * another budget), so it is an instantiation of its own. */
+    const int bx = blockIdx.x;
+    int si = GRP ? (a.nseg > 2 && bx >= a.more[1].tile0 ? 2 : a.nseg > 1 && bx >= a.more[0].tile0) : 0;
+#define ST_SEG(f, f0) (si == 0 ? (f0) : si == 1 ? a.more[0].f : a.more[1].f)
+    const int nt = bx - ST_SEG(tile0, 0), m0 = blockIdx.y * 8 * MT;
     float4 *red = reinterpret_cast<float4 *>(st_sm); /* [nw][MT][32 lanes] */
     uint2 *szw = reinterpret_cast<uint2 *>(st_sm + (size_t)nw * MT * 512) + (size_t)warp * a.gspan * 8;
     int *sgw = reinterpret_cast<int *>(st_sm + (size_t)nw * MT * 512 + (size_t)nw * a.gspan * 64) +
@@ -154,7 +180,7 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
 
     const int kc0 = warp * a.cps, kc1 = kc0 + a.cps < a.nkc ? kc0 + a.cps : a.nkc; /* kc1 <= kc0: no work */
     const int s0 = kc0 * STEPS;
-    const int4 *tile = a.wq + (size_t)nt * a.nkc * 32, *wt = tile + lane;
+    const int4 *tile = ST_SEG(wq, a.wq) + (size_t)nt * a.nkc * 32, *wt = tile + lane;
 
     /* The first two batches, then the run's scales while they travel. */
     int4 wa[ST_U], wb[ST_U];
@@ -183,7 +209,8 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
             for (int j = 0; j < 4; j++) {
                 const int i = i0 + 32 * j + lane;
                 if (i < ngr * 8)
-                    v[j] = __ldg(a.sz + ((size_t)(glo + (i >> 3)) * a.ntiles + nt) * 8 + (i & 7));
+                    v[j] = __ldg(ST_SEG(sz, a.sz) + ((size_t)(glo + (i >> 3)) * ST_SEG(ntiles, a.ntiles) + nt) * 8 +
+                                 (i & 7));
             }
 #pragma unroll
             for (int j = 0; j < 4; j++) {
@@ -430,15 +457,25 @@ __global__ void __launch_bounds__(ST_MAX_WARPS * 32)
                                                         acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]);
     __syncthreads();
     const float *rf = reinterpret_cast<const float *>(red);
+    /* The segment again, from a fresh read of the block index: keeping si
+     * (or y and N) live through the stream costs the batches registers. */
+    if constexpr (GRP) {
+        unsigned bxr;
+        asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(bxr));
+        si = a.nseg > 2 && (int)bxr >= a.more[1].tile0 ? 2 : a.nseg > 1 && (int)bxr >= a.more[0].tile0;
+    }
+    T *y = si == 0 ? y0 : static_cast<T *>(si == 1 ? a.more[0].y : a.more[1].y);
+    const int N = ST_SEG(N, a.N);
+#undef ST_SEG
     for (int e = threadIdx.x; e < MT * 128; e += blockDim.x) {
         const int c = e & 3, ln = (e >> 2) & 31, mt = e >> 7;
         const int n = nt * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
-        if (m >= a.M || n >= a.N)
+        if (m >= a.M || n >= N)
             continue;
         float v = 0.0f;
         for (int wp = 0; wp < nw; wp++)
             v += rf[wp * MT * 128 + e];
-        y[(size_t)m * a.N + n] = from_f32<T>(v);
+        y[(size_t)m * N + n] = from_f32<T>(v);
     }
 }
 
@@ -449,26 +486,14 @@ struct StPlan {
     size_t smem;
 };
 
-/* Blocks of nw warps with regs registers per thread and smem bytes that
- * one multiprocessor holds. */
-static int st_resident(const cuda_ctx *c, int nw, int regs, size_t smem)
-{
-    static int smem_sm[64], reserved[64]; /* per device, asked once */
-    const int d = c->device >= 0 && c->device < 64 ? c->device : 0;
-    if (!smem_sm[d] &&
-        (cudaDeviceGetAttribute(&smem_sm[d], cudaDevAttrMaxSharedMemoryPerMultiprocessor, c->device) != cudaSuccess ||
-         cudaDeviceGetAttribute(&reserved[d], cudaDevAttrReservedSharedMemoryPerBlock, c->device) != cudaSuccess)) {
-        cudaGetLastError();
-        smem_sm[d] = -1;
-    }
-    const int warp_regs = (regs * 32 + 255) / 256 * 256;
-    int n = 65536 / (warp_regs * nw);
-    if (smem_sm[d] > 0 && (int)((size_t)smem_sm[d] / (smem + (size_t)reserved[d])) < n)
-        n = (int)((size_t)smem_sm[d] / (smem + (size_t)reserved[d]));
-    if (64 / nw < n)
-        n = 64 / nw;
-    return n < 32 ? n : 32;
-}
+/* What one launch computes: n weights of the same K, bits and groups (w[0]
+ * stands for all in the plan) read one x, y[i] = x . w[i]^T; ntiles: their
+ * 16-channel tiles together (the grid's x). */
+struct StGroup {
+    const wna16_weight *w[WNA16_GROUP_MAX];
+    void *y[WNA16_GROUP_MAX];
+    int n, ntiles;
+};
 
 /* The warps per block: the split whose grid is resident in the fewest
  * waves, each wave costing its warps' chunks plus ~3 chunks of start-up
@@ -478,12 +503,12 @@ static int st_resident(const cuda_ctx *c, int nw, int regs, size_t smem)
 static int st_fast_group(const wna16_weight *w);
 static int st_group_shift(const wna16_weight *w);
 
-static int st_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int regs, int force_sw,
+static int st_plan_compute(const wna16_weight *w, int ntiles, const cuda_ctx *c, int M, int regs, int force_sw,
                            size_t xs_bytes, StPlan *out)
 {
     const int STEPS = w->bits == 4 ? Cfg<4>::STEPS : Cfg<8>::STEPS, table = w->spg_shift < 0;
     const int mt = M <= 8 ? 1 : 2, q = st_fast_group(w) >= 0 ? ST_U : 1; /* FAST: runs of whole batches */
-    const long blocks = (long)w->ntiles * ((M + 8 * mt - 1) / (8 * mt));
+    const long blocks = (long)ntiles * ((M + 8 * mt - 1) / (8 * mt));
     long best = -1;
     for (int sw = 1; sw <= ST_MAX_WARPS && sw <= w->nkc; sw++) {
         const int cps = ((w->nkc + sw - 1) / sw + q - 1) / q * q, swe = (w->nkc + cps - 1) / cps;
@@ -505,7 +530,7 @@ static int st_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
         const size_t smem = st_smem(sw, mt, gspan, cps, STEPS, table) + xs_bytes;
         if (smem > c->smem_optin)
             continue;
-        const int bps = regs > 0 ? st_resident(c, sw, regs, smem) : 1;
+        const int bps = regs > 0 ? cuda_resident_blocks(c->device, sw, regs, smem) : 1;
         const long waves = (blocks + (long)bps * c->num_sms - 1) / ((long)bps * c->num_sms);
         const long cost = waves * (cps + 3);
         if (best < 0 || cost < best) {
@@ -520,19 +545,21 @@ static int st_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
 }
 
 /* st_plan_compute, remembered per weight (wna16_weight.st_memo). */
-static int st_plan(const wna16_weight *w, const cuda_ctx *c, int M, int regs, int force_sw, size_t xs_bytes,
-                   StPlan *out)
+static int st_plan(const wna16_weight *w, int ntiles, const cuda_ctx *c, int M, int regs, int force_sw,
+                   size_t xs_bytes, StPlan *out)
 {
     wna16_weight *wm = const_cast<wna16_weight *>(w); /* the memo only: the weight itself stays as it is */
     for (const wna16_stream_memo &e : wm->st_memo)
-        if (e.M == M && e.regs == regs && e.force_sw == force_sw && e.device == c->device && e.xs_bytes == xs_bytes) {
+        if (e.M == M && e.ntiles == ntiles && e.regs == regs && e.force_sw == force_sw && e.device == c->device &&
+            e.xs_bytes == xs_bytes) {
             *out = StPlan{e.sw, e.cps, e.gspan, e.smem};
             return e.ok ? 0 : -1;
         }
-    const int rc = st_plan_compute(w, c, M, regs, force_sw, xs_bytes, out);
+    const int rc = st_plan_compute(w, ntiles, c, M, regs, force_sw, xs_bytes, out);
     wna16_stream_memo &e = wm->st_memo[wm->st_memo_next];
     wm->st_memo_next = (wm->st_memo_next + 1) % 4;
-    e = wna16_stream_memo{M, regs, force_sw, c->device, rc == 0, xs_bytes, out->sw, out->cps, out->gspan, out->smem};
+    e = wna16_stream_memo{M, ntiles, regs, force_sw, c->device, rc == 0, xs_bytes, out->sw, out->cps, out->gspan,
+                          out->smem};
     return rc;
 }
 
@@ -554,19 +581,23 @@ void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetc
 }
 
 template <typename T, int BITS, int MT, bool PERM, bool EXACT, int FG, bool FOLD = false, bool XS = false,
-          bool DRY = false>
-static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+          bool DRY = false, bool GRP = false>
+static cudaError_t st_launch(const StGroup &g, const cuda_ctx *c, const void *x, int M)
 {
     static int regs; /* per instantiation */
-    cudaError_t re = kernel_regs(wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>, c, &regs);
+    cudaError_t re = kernel_regs(wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY, GRP>, c, &regs);
     if (re != cudaSuccess)
         return re;
+    const wna16_weight *w = g.w[0];
     StPlan p;
     const size_t xs_bytes = XS ? st_xs_bytes(w) : 0;
-    if (st_plan(w, c, M, regs, st_force_sw, xs_bytes, &p))
+    if (st_plan(w, g.ntiles, c, M, regs, st_force_sw, xs_bytes, &p))
         return cudaErrorInvalidConfiguration; /* wna16_stream_usable said no: not reached */
     StArgs a;
     weight_args(&a, w, M);
+    for (int i = 1, t0 = w->ntiles; i < g.n; t0 += g.w[i]->ntiles, i++)
+        a.more[i - 1] = StSeg{g.w[i]->wq, g.w[i]->sz, g.y[i], g.w[i]->N, g.w[i]->ntiles, t0};
+    a.nseg = g.n;
     a.ng = w->ng;
     a.cps = p.cps;
     a.spg_shift = w->spg_shift;
@@ -575,7 +606,7 @@ static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.xs_off = (int)(p.smem - xs_bytes);
     a.gshift = FG >= 0 ? st_group_shift(w) : 0;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)w->ntiles, (unsigned)((M + 8 * MT - 1) / (8 * MT)));
+    cfg.gridDim = dim3((unsigned)g.ntiles, (unsigned)((M + 8 * MT - 1) / (8 * MT)));
     cfg.blockDim = dim3((unsigned)(p.sw * 32));
     cfg.dynamicSmemBytes = p.smem;
     cfg.stream = c->stream;
@@ -584,12 +615,14 @@ static cudaError_t st_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
     cfg.numAttrs = st_pdl_ok && !st_no_pdl ? 1 : 0;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>, (T *)y, (const T *)x, a);
+    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY, GRP>, (T *)g.y[0],
+                               (const T *)x, a);
     if (e != cudaSuccess && cfg.numAttrs == 1) { /* no PDL here: go on without it */
         cudaGetLastError();
         st_pdl_ok = 0;
         cfg.numAttrs = 0;
-        e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY>, (T *)y, (const T *)x, a);
+        e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY, GRP>, (T *)g.y[0],
+                               (const T *)x, a);
     }
     return e;
 }
@@ -612,46 +645,49 @@ static int st_fast_group(const wna16_weight *w)
 /* FAST: log2 of the chunks per scale group (30 for one group). */
 static int st_group_shift(const wna16_weight *w) { return w->ng == 1 ? 30 : w->spg_shift - (w->bits == 4 ? 2 : 1); }
 
-template <typename T, int BITS, int MT, bool EXACT, int FG>
-static cudaError_t st_launch_fast(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+template <typename T, int BITS, int MT, bool EXACT, int FG, bool GRP>
+static cudaError_t st_launch_fast(const StGroup &g, const cuda_ctx *c, const void *x, int M)
 {
     StPlan p;
     if constexpr (MT == 1 && !EXACT) { /* fp16, one row tile, scales after the mma */
-        if (st_dry && BITS == 4)   /* measurement only */
-            return st_launch<T, BITS, MT, false, EXACT, FG, false, false, true>(w, c, y, x, M);
+        if (st_dry && BITS == 4 && !GRP) /* measurement only */
+            return st_launch<T, BITS, MT, false, EXACT, FG, false, false, true>(g, c, x, M);
         if (!st_nofold && M == 1 && !st_no_xs && ((uintptr_t)x & 15) == 0 &&
-            st_plan(w, c, M, 0, st_force_sw, st_xs_bytes(w), &p) == 0)
-            return st_launch<T, BITS, MT, false, EXACT, FG, true, true>(w, c, y, x, M);
+            st_plan(g.w[0], g.ntiles, c, M, 0, st_force_sw, st_xs_bytes(g.w[0]), &p) == 0)
+            return st_launch<T, BITS, MT, false, EXACT, FG, true, true, false, GRP>(g, c, x, M);
         if (!st_nofold)
-            return st_launch<T, BITS, MT, false, EXACT, FG, true>(w, c, y, x, M);
+            return st_launch<T, BITS, MT, false, EXACT, FG, true, false, false, GRP>(g, c, x, M);
     }
-    return st_launch<T, BITS, MT, false, EXACT, FG>(w, c, y, x, M);
+    return st_launch<T, BITS, MT, false, EXACT, FG, false, false, false, GRP>(g, c, x, M);
 }
 
-template <typename T, int BITS, int MT, bool EXACT>
-static cudaError_t st_launch_mode(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+template <typename T, int BITS, int MT, bool EXACT, bool GRP>
+static cudaError_t st_launch_mode(const StGroup &g, const cuda_ctx *c, const void *x, int M)
 {
-    if (w->use_perm)
-        return st_launch<T, BITS, MT, true, EXACT, -1>(w, c, y, x, M);
-    switch (st_fast_group(w)) {
-    case 0: return st_launch_fast<T, BITS, MT, EXACT, 0>(w, c, y, x, M);
-    case 1: return st_launch_fast<T, BITS, MT, EXACT, 1>(w, c, y, x, M);
-    case 2: return st_launch_fast<T, BITS, MT, EXACT, 2>(w, c, y, x, M);
-    default: return st_launch<T, BITS, MT, false, EXACT, -1>(w, c, y, x, M);
+    if (g.w[0]->use_perm) /* never grouped (st_group_ok) */
+        return GRP ? cudaErrorInvalidValue : st_launch<T, BITS, MT, true, EXACT, -1>(g, c, x, M);
+    switch (st_fast_group(g.w[0])) {
+    case 0: return st_launch_fast<T, BITS, MT, EXACT, 0, GRP>(g, c, x, M);
+    case 1: return st_launch_fast<T, BITS, MT, EXACT, 1, GRP>(g, c, x, M);
+    case 2: return st_launch_fast<T, BITS, MT, EXACT, 2, GRP>(g, c, x, M);
+    default: return st_launch<T, BITS, MT, false, EXACT, -1, false, false, false, GRP>(g, c, x, M);
     }
 }
 
 /* fp16 with one row tile scales the group sums (unless exact_dequant);
  * bf16 and two row tiles round W to dt first. */
 template <typename T, int BITS>
-static cudaError_t st_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M)
+static cudaError_t st_launch_mt(const StGroup &g, const cuda_ctx *c, const void *x, int M)
 {
+    const bool grp = g.n > 1; /* groups: M <= 8 (wna16_stream_run_group) */
     if (M <= 8) {
         if (std::is_same<T, __half>::value && !st_exact)
-            return st_launch_mode<__half, BITS, 1, false>(w, c, y, x, M);
-        return st_launch_mode<T, BITS, 1, true>(w, c, y, x, M);
+            return grp ? st_launch_mode<__half, BITS, 1, false, true>(g, c, x, M)
+                       : st_launch_mode<__half, BITS, 1, false, false>(g, c, x, M);
+        return grp ? st_launch_mode<T, BITS, 1, true, true>(g, c, x, M)
+                   : st_launch_mode<T, BITS, 1, true, false>(g, c, x, M);
     }
-    return st_launch_mode<T, BITS, 2, true>(w, c, y, x, M);
+    return grp ? cudaErrorInvalidValue : st_launch_mode<T, BITS, 2, true, false>(g, c, x, M);
 }
 
 int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
@@ -663,7 +699,38 @@ int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
         major[d] = -1;
     }
     StPlan p;
-    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, c, M, 0, st_force_sw, 0, &p) == 0;
+    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, w->ntiles, c, M, 0, st_force_sw, 0, &p) == 0;
+}
+
+/* The weights of one launch: the same K, bits and groups (the kernel
+ * shares the chunk count, scale layout and step -> group map), no
+ * act-order (x is gathered through one weight's perm). */
+static int st_group_ok(const wna16_weight *const *ws, int n)
+{
+    const wna16_weight *a = ws[0];
+    for (int i = 1; i < n; i++) {
+        const wna16_weight *b = ws[i];
+        if (b->K != a->K || b->bits != a->bits || b->ng != a->ng || b->Kp != a->Kp || b->nkc != a->nkc ||
+            b->spg_shift != a->spg_shift || a->use_perm || b->use_perm ||
+            memcmp(b->sg_host, a->sg_host, (size_t)(a->Kp / 16) * sizeof(int)))
+            return 0;
+    }
+    return 1;
+}
+
+static int st_run(const StGroup &g, cuda_ctx *c, llmq_dtype dt, const void *x, int M)
+{
+    const wna16_weight *w = g.w[0];
+    cudaError_t e;
+    if (dt == LLMQ_F16)
+        e = w->bits == 4 ? st_launch_mt<__half, 4>(g, c, x, M) : st_launch_mt<__half, 8>(g, c, x, M);
+    else
+        e = w->bits == 4 ? st_launch_mt<__nv_bfloat16, 4>(g, c, x, M) : st_launch_mt<__nv_bfloat16, 8>(g, c, x, M);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return llmq_fail("wna16_stream_kernel: launch failed: %s", cudaGetErrorString(e));
+    }
+    return 0;
 }
 
 int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M)
@@ -671,15 +738,33 @@ int wna16_stream_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y,
     if (!wna16_stream_usable(w, c, M))
         return llmq_fail("wna16_linear: the stream kernel cannot take K = %d with %d groups at M = %d", w->K, w->ng,
                          M);
-    cudaError_t e;
-    if (dt == LLMQ_F16)
-        e = w->bits == 4 ? st_launch_mt<__half, 4>(w, c, y, x, M) : st_launch_mt<__half, 8>(w, c, y, x, M);
-    else
-        e = w->bits == 4 ? st_launch_mt<__nv_bfloat16, 4>(w, c, y, x, M)
-                         : st_launch_mt<__nv_bfloat16, 8>(w, c, y, x, M);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        return llmq_fail("wna16_stream_kernel: launch failed: %s", cudaGetErrorString(e));
+    StGroup g = {{w}, {y}, 1, w->ntiles};
+    return st_run(g, c, dt, x, M);
+}
+
+int wna16_stream_run_group(const wna16_weight *const *ws, int n, cuda_ctx *c, llmq_dtype dt, void *const *ys,
+                           const void *x, int M)
+{
+    if (n < 1 || n > WNA16_GROUP_MAX || M > 8 || !st_group_ok(ws, n))
+        return 1;
+    /* Worth it where a weight alone leaves the GPU part idle (q/k/v of a 7B
+     * layer: 256 tiles each, 1.26x together on an H100); weights that fill
+     * it alone (gate/up: 688 tiles each) measured no faster together
+     * (0.98x; bench_wna16 groups). */
+    int small = 0;
+    for (int i = 0; i < n; i++)
+        small |= ws[i]->ntiles < 2 * c->num_sms;
+    if (!small)
+        return 1;
+    StGroup g = {};
+    g.n = n;
+    for (int i = 0; i < n; i++) {
+        g.w[i] = ws[i];
+        g.y[i] = ys[i];
+        g.ntiles += ws[i]->ntiles;
     }
-    return 0;
+    StPlan p;
+    if (!wna16_stream_usable(ws[0], c, M) || st_plan(ws[0], g.ntiles, c, M, 0, st_force_sw, 0, &p))
+        return 1;
+    return st_run(g, c, dt, x, M);
 }

@@ -15,6 +15,7 @@ struct llmq_model {
     char *dir;
     llmq_hooks hooks;
     int keep_weights;
+    int group_linears; /* run_group may use forward_group (model_group_linears) */
     int max_rows, chunk_rows;
 
     llmq_layer *layers;
@@ -65,6 +66,7 @@ const char *model_dir(const llmq_model *m) { return m->dir; }
 int model_max_rows(const llmq_model *m) { return m->max_rows; }
 void model_set_hooks(llmq_model *m, const llmq_hooks *hooks) { m->hooks = *hooks; }
 void model_keep_weights(llmq_model *m, int keep) { m->keep_weights = keep; }
+void model_group_linears(llmq_model *m, int on) { m->group_linears = on; }
 llmq_layer *model_layer(llmq_model *m, int layer) { return &m->layers[layer]; }
 
 void model_lin_prefix(int layer, llmq_lin which, char *buf, size_t n)
@@ -261,6 +263,7 @@ int model_open(llmq_model **out, const char *dir, llmq_backend *b, int max_rows)
     m->dir = strdup(dir);
     m->max_rows = max_rows;
     m->chunk_rows = max_rows;
+    m->group_linears = 1;
     if (config_load(&m->cfg, dir) || st_model_open(&m->st, dir))
         goto fail;
     const llmq_config *c = &m->cfg;
@@ -358,6 +361,25 @@ static int run_linear(llmq_model *m, llmq_linear *L, void *y, const void *x, int
     return m->b->linear(m->b, y, x, L->w, L->bias, rows, L->in, L->out);
 }
 
+/* The n linears first[0..n) that read x: in one call when they share a
+ * forward_group that takes them (decode batches: one launch instead of n),
+ * else one by one. */
+static int run_group(llmq_model *m, llmq_linear *first, int n, void *const *y, const void *x, int rows)
+{
+    int same = first->forward_group != NULL;
+    for (int i = 1; i < n; i++)
+        same &= first[i].forward_group == first->forward_group;
+    if (same && m->group_linears) {
+        int rc = first->forward_group(first, n, m->b, y, x, rows);
+        if (rc <= 0)
+            return rc;
+    }
+    for (int i = 0; i < n; i++)
+        if (run_linear(m, &first[i], y[i], x, rows))
+            return -1;
+    return 0;
+}
+
 static int hook_input(llmq_model *m, int layer, llmq_input which, void *x, int rows, int cols)
 {
     if (!m->hooks.on_input)
@@ -417,9 +439,9 @@ static int layer_chunk(llmq_model *m, llmq_layer *L, int layer, void *x, int nse
     const llmq_config *c = &m->cfg;
     int rows = nseq * n;
     const float *rope = m->rope + (size_t)kv->pos * c->head_dim; /* row r at position pos + r % n */
+    void *const qkv[3] = {m->q, m->k, m->v}, *const gate_up[2] = {m->gate, m->up};
     if (norm_input(m, layer, IN_QKV, x, NULL, L->attn_norm, rows) ||
-        hook_input(m, layer, IN_QKV, m->xn, rows, c->hidden) || run_linear(m, &L->lin[LIN_Q], m->q, m->xn, rows) ||
-        run_linear(m, &L->lin[LIN_K], m->k, m->xn, rows) || run_linear(m, &L->lin[LIN_V], m->v, m->xn, rows) ||
+        hook_input(m, layer, IN_QKV, m->xn, rows, c->hidden) || run_group(m, &L->lin[LIN_Q], 3, qkv, m->xn, rows) ||
         rope_rows(m, m->q, rope, kv, rows, n, c->n_heads) || rope_rows(m, m->k, rope, kv, rows, n, c->n_kv) ||
         attend(m, nseq, n, kv) ||
         hook_input(m, layer, IN_O, m->att, rows, c->n_heads * c->head_dim) ||
@@ -427,8 +449,7 @@ static int layer_chunk(llmq_model *m, llmq_layer *L, int layer, void *x, int nse
         return -1;
     if (norm_input(m, layer, IN_GATEUP, x, m->o, L->ffn_norm, rows) ||
         hook_input(m, layer, IN_GATEUP, m->xn, rows, c->hidden) ||
-        run_linear(m, &L->lin[LIN_GATE], m->gate, m->xn, rows) ||
-        run_linear(m, &L->lin[LIN_UP], m->up, m->xn, rows))
+        run_group(m, &L->lin[LIN_GATE], 2, gate_up, m->xn, rows))
         return -1;
     int act = m->hooks.act ? m->hooks.act(m->hooks.ctx, b, layer, m->gate, m->gate, m->up, rows, c->ffn)
                            : b->silu_mul(b, m->gate, m->gate, m->up, (size_t)rows * c->ffn);

@@ -27,6 +27,12 @@ struct llmq_linear {
     void *bias; /* backend buffer [out] or NULL */
     /* Replacement implementation: when set, called instead of b->linear. */
     int (*forward)(llmq_linear *self, llmq_backend *b, void *y, const void *x, int rows);
+    /* Optional, the same on every linear of a group that reads one input
+     * (q/k/v, gate/up; first[0..n) consecutive in llmq_layer.lin): the n
+     * products in one call, y[i] = first[i]'s output. Returns 1 when it
+     * does not take these rows or linears (nothing done; the runner then
+     * calls each forward), else 0 or -1. */
+    int (*forward_group)(llmq_linear *first, int n, llmq_backend *b, void *const *y, const void *x, int rows);
     void *ctx; /* for forward's use; freed by free_ctx when the layer unloads */
     void (*free_ctx)(llmq_linear *self, llmq_backend *b);
     size_t wbytes; /* bytes of the weight (and its scales) one product reads */
@@ -86,6 +92,10 @@ void model_set_hooks(llmq_model *m, const llmq_hooks *hooks);
 /* Keep every layer's weights resident once loaded (evaluation), instead of
  * unloading each after use (layer-streaming calibration). */
 void model_keep_weights(llmq_model *m, int keep);
+/* on (the default): a group of linears that read one input (q/k/v,
+ * gate/up) runs as one call where their forward_group takes it; off: each
+ * linear alone (to compare the two). */
+void model_group_linears(llmq_model *m, int on);
 /* Rows per internal chunk inside a layer (bounds the scratch memory). */
 void model_set_chunk_rows(llmq_model *m, int rows);
 

@@ -64,6 +64,8 @@ static const char *USAGE =
     "  --steps N          decoded tokens per sequence (default 128)\n"
     "  --no-graph         launch every kernel of a step from the host instead of\n"
     "                     replaying the step recorded as a CUDA graph\n"
+    "  --no-group         run q/k/v and gate/up as separate products, not one launch\n"
+    "                     per group (--real decode batches)\n"
     "  --quiet            no progress\n";
 
 /* --decode: one decode_run per batch size, a table or one JSON object. */
@@ -109,7 +111,7 @@ int main(int argc, char **argv)
 {
     const char *model_dir = NULL, *text = NULL, *field = NULL, *device = "auto", *dtype = NULL;
     long ctx = 0, max_windows = 0, batch = 0;
-    int json = 0, quiet = 0, real = 0, decode = 0, dequant_prefill = 1, graphs = 1;
+    int json = 0, quiet = 0, real = 0, decode = 0, dequant_prefill = 1, graphs = 1, group = 1;
     long prompt = 128, steps = 128;
     const char *decode_batches = "1,4,16,64";
     llmq_kv_mode kv = KV_FLOAT;
@@ -172,6 +174,8 @@ int main(int argc, char **argv)
             decode = 1;
         } else if (!strcmp(a, "--no-graph")) {
             graphs = 0;
+        } else if (!strcmp(a, "--no-group")) {
+            group = 0;
         } else if (!strcmp(a, "--decode-batch")) {
             decode_batches = cli_value(argc, argv, &i);
         } else if (!strcmp(a, "--prompt")) {
@@ -231,6 +235,7 @@ int main(int argc, char **argv)
     model_keep_weights(m, 1);
     model_set_kv_mode(m, kv);
     model_set_graphs(m, graphs);
+    model_group_linears(m, group);
     /* --real --kv int8 on a float model: float weights, the int8 KV cache. */
     int float_weights = real && !fq.act && !cfg.quant_method[0] && kv == KV_INT8;
     if (real && !float_weights && rq_install(m, fq.act ? RQ_W8A8 : RQ_PACKED, dequant_prefill, &rqs))

@@ -26,8 +26,10 @@
  * without graphs. cuBLAS is timed the same way. Weights random (codes,
  * zeros fixed at 2^(b-1), scales 0.002..0.02), x random: never zeros.
  *
- * Usage: bench_wna16 [reps] [sweep | profile]   (default 30 reps; "sweep"
- * times the tuning knobs (wna16_gemv_tune) of both decode kernels on the g128 shapes instead;
+ * Usage: bench_wna16 [reps] [sweep | groups | profile]   (default 30 reps;
+ * "sweep" times the tuning knobs (wna16_gemv_tune) of both decode kernels
+ * on the g128 shapes instead; "groups" q/k/v and gate/up at M = 1 in one
+ * launch (wna16_linear_group) against one launch per linear;
  * "profile" only makes a few GEMV calls, for ncu) */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -169,6 +171,70 @@ static void unload(struct bench *B)
     B->nq = B->nd = 0;
 }
 
+/* ---- q/k/v and gate/up in one launch (wna16_linear_group) ---- */
+
+struct grp {
+    int n, K, M;
+    struct bench B[WNA16_GROUP_MAX];
+    void *y[WNA16_GROUP_MAX];
+};
+
+static int run_members(void *a, int i) /* each linear on its own (AUTO) */
+{
+    struct grp *G = a;
+    for (int j = 0; j < G->n; j++)
+        if (wna16_linear(G->B[j].q[i % G->B[j].nq], g, G->y[j], G->B[0].x, G->M))
+            return -1;
+    return 0;
+}
+
+static int run_group(void *a, int i)
+{
+    struct grp *G = a;
+    wna16_weight *ws[WNA16_GROUP_MAX];
+    for (int j = 0; j < G->n; j++)
+        ws[j] = G->B[j].q[i % G->B[j].nq];
+    return wna16_linear_group(ws, G->n, g, G->y, G->B[0].x, G->M) ? -1 : 0;
+}
+
+static void bench_groups(double copy_gbs)
+{
+    static const struct {
+        const char *name;
+        int n, N[WNA16_GROUP_MAX];
+    } groups[] = {{"q/k/v", 3, {4096, 4096, 4096}}, {"q/k/v GQA 32:8", 3, {4096, 1024, 1024}}, {"gate/up", 2, {11008, 11008}}};
+    printf("\ngroups at M = 1, K = 4096 (the linears that read one x): one launch (wna16_linear_group) vs one per linear\n");
+    printf("%-16s %-7s | %9s %6s | %9s %6s | %7s\n", "group", "weight", "group us", "%copy", "apart us", "%copy", "speedup");
+    for (int gi = 0; gi < 3; gi++)
+        for (int bits = 4; bits <= 8; bits += 4) {
+            struct grp G = {.n = groups[gi].n, .K = 4096, .M = 1};
+            size_t bytes = 0;
+            for (int j = 0; j < G.n; j++) {
+                G.B[j] = (struct bench){.K = G.K, .N = groups[gi].N[j]};
+                load(&G.B[j], bits, 128, 0, 0);
+                size_t cb, pb;
+                wna16_info(G.B[j].q[0], NULL, NULL, NULL, &cb, &pb);
+                bytes += cb + pb;
+                G.y[j] = g->alloc(g, (size_t)G.B[j].N * 2);
+            }
+            G.B[0].x = dev_rand(G.K, 1.0f);
+            int nq = G.B[0].nq;
+            for (int j = 1; j < G.n; j++)
+                nq = G.B[j].nq < nq ? G.B[j].nq : nq;
+            const float tg = gb_time_calls(stream, run_group, &G, nq, reps, 1);
+            const float ta = gb_time_calls(stream, run_members, &G, nq, reps, 1);
+            const double gg = bytes / (tg * 1e-3) / 1e9, ga = bytes / (ta * 1e-3) / 1e9;
+            printf("%-16s w%dg128 | %9.2f %6.1f | %9.2f %6.1f | %6.2fx\n", groups[gi].name, bits, tg * 1e3,
+                   100 * gg / copy_gbs, ta * 1e3, 100 * ga / copy_gbs, ta / tg);
+            fflush(stdout);
+            for (int j = 0; j < G.n; j++) {
+                unload(&G.B[j]);
+                g->free(g, G.y[j]);
+            }
+            g->free(g, G.B[0].x);
+        }
+}
+
 /* The tuning sweep: GEMV per-call time under each knob setting on the
  * 4-bit g128 (and 8-bit) shapes, against the copy bandwidth. */
 static void sweep(double copy_gbs)
@@ -261,10 +327,12 @@ static void profile(void)
 
 int main(int argc, char **argv)
 {
-    int do_sweep = 0, do_profile = 0;
+    int do_sweep = 0, do_profile = 0, do_groups = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "sweep") == 0)
             do_sweep = 1;
+        else if (strcmp(argv[i], "groups") == 0)
+            do_groups = 1;
         else if (strcmp(argv[i], "profile") == 0)
             do_profile = 1;
         else
@@ -285,8 +353,11 @@ int main(int argc, char **argv)
     gb_print_header("bench_wna16", reps);
 
     const double copy_gbs = gb_copy_gbs(stream, reps);
-    if (do_sweep) {
-        sweep(copy_gbs);
+    if (do_sweep || do_groups) {
+        if (do_sweep)
+            sweep(copy_gbs);
+        else
+            bench_groups(copy_gbs);
         g->destroy(g);
         return 0;
     }

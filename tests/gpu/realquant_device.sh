@@ -3,7 +3,8 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | bench | 7b | all (default) | graphs | kv. Results: OUT_DIR/summary.txt.
+# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice.
+# Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
 mkdir -p "$OUT"
@@ -30,6 +31,40 @@ if [ "$PART" = bench ] || [ "$PART" = all ]; then
   TAIL=40 step bench_wna16 "$B/tests/bench_wna16"
 fi
 [ "$PART" = checks ] || [ "$PART" = bench ] && exit 0
+if [ "$PART" = groups ]; then
+  # Third session: the W8A8 GEMV (rescale in its epilogue) and q/k/v,
+  # gate/up as one launch; kernels against their references, then timings.
+  for k in w8a8 wna16; do TAIL=2 step test_$k "$B/tests/test_$k"; done
+  grep -E "^FAIL" "$OUT/test_w8a8.log" "$OUT/test_wna16.log" | head -n 20 | tee -a "$S"
+  grep -E "gemm.gemv" "$OUT/test_w8a8.log" | grep -c "bit-exact" | sed 's/^/w8a8 gemv checks: /' | tee -a "$S"
+  grep -E "^(ok|FAIL) +group" "$OUT/test_wna16.log" | tee -a "$S"
+  TAIL=2 step test_backend_cuda "$B/tests/test_backend_cuda" quick
+  TAIL=20 step bench_w8a8_gemv "$B/tests/bench_w8a8" gemv
+  TAIL=2 step bench_wna16 timeout 200 "$B/tests/bench_wna16" 30
+  grep -E "^[0-9]+->[0-9]+ +w(4g128|8g128|8) +1 \|" "$OUT/bench_wna16.log" | tee -a "$S"
+  exit 0
+fi
+if [ "$PART" = slice ]; then
+  # Decode of an 8-layer slice of the 7B shape: each scheme with q/k/v and
+  # gate/up grouped (default) and not (--no-group), then the e2e checks.
+  step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
+  Q="$B/llmq-gptq --model /tmp/s7b8 --force --quiet --device cuda"
+  $Q --method rtn --bits 4 --group 128 -o /tmp/s7b8-w4 > "$OUT/q4.log" 2>&1 &
+  $Q --method rtn --bits 8 --group 128 -o /tmp/s7b8-w8 > "$OUT/q8.log" 2>&1 &
+  wait; say "quantized: $(ls -d /tmp/s7b8-*)" # nothing else on the GPU while timing
+  DEC="--text $WK --decode --device cuda --dtype f16 --quiet --prompt 128 --steps 64"
+  for rep in 1 2; do # grouped and not, twice, interleaved: the run-to-run spread
+    TAIL=4 step slice_fp16_$rep "$B/llmq-eval" --model /tmp/s7b8 $DEC --decode-batch 1,4,16
+    for g in "" --no-group; do
+      TAIL=4 step slice_w8a8${g:+_nogroup}_$rep "$B/llmq-eval" --model /tmp/s7b8 --real --w8a8 $DEC --decode-batch 1,4,16 $g
+      for v in w4 w8; do
+        TAIL=4 step slice_${v}a16${g:+_nogroup}_$rep "$B/llmq-eval" --model /tmp/s7b8-$v --real $DEC --decode-batch 1,4,16 $g
+      done
+    done
+  done
+  TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  exit 0
+fi
 if [ "$PART" = kv ]; then
   # The int8 KV cache after the tensor-core decode kernel: its checks, the
   # kernel bench, and long-context decode of the 7B shape (graphs on).

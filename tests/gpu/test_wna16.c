@@ -371,6 +371,75 @@ static void check_forward(llmq_backend *b)
     gptq_free(&t);
 }
 
+/* Linears that read one x in one launch (wna16_forward_group, q/k/v and
+ * gate/up): each output against the reference with its own weight (bias on
+ * the last one), taken where AUTO would stream each (M = 1, no act-order,
+ * the same K, bits and groups) and declined (1, nothing written) otherwise. */
+static void check_group(llmq_backend *b, int n, int K, const int *N, int bits, int G, int act, int M, int expect)
+{
+    char desc[200];
+    snprintf(desc, sizeof desc, "group %s n=%d K=%d N=%d,%d,%d w%d g%d %s M=%d", llmq_dtype_name(b->dt), n, K, N[0],
+             n > 1 ? N[1] : 0, n > 2 ? N[2] : 0, bits, G, act ? "act" : "static", M);
+    gptq_t t[3] = {{0}};
+    llmq_linear lin[3] = {{0}};
+    void *dy[3] = {NULL, NULL, NULL}, *db = NULL;
+    float *x = xmalloc((size_t)M * K * sizeof *x), *bias = xmalloc((size_t)N[n - 1] * sizeof *bias);
+    for (int i = 0; i < M * K; i++)
+        x[i] = nrand();
+    for (int i = 0; i < N[n - 1]; i++)
+        bias[i] = nrand();
+    llmq_round_through(x, (size_t)M * K, b->dt);
+    llmq_round_through(bias, N[n - 1], b->dt);
+    void *dx = dev_upload(b, x, (size_t)M * K);
+    db = dev_upload(b, bias, N[n - 1]);
+    int ok = 1;
+    for (int i = 0; i < n; i++) {
+        make_random(&t[i], K, N[i], bits, G, i & 1, act && i == n - 1, 1);
+        wna16_weight *w = NULL;
+        if (wna16_prepare(&w, b, t[i].qweight, t[i].qzeros, t[i].scales, t[i].g_idx, K, N[i], bits, 1)) {
+            printf("FAIL %s: prepare: %s\n", desc, llmq_last_error());
+            n_fail++;
+            ok = 0;
+            break;
+        }
+        lin[i] = (llmq_linear){.in = K, .out = N[i], .bias = i == n - 1 ? db : NULL, .forward = wna16_forward,
+                               .forward_group = wna16_forward_group, .ctx = w, .free_ctx = wna16_free_ctx};
+        dy[i] = b->alloc(b, (size_t)M * N[i] * 2);
+        poison(b, dy[i], (size_t)M * N[i]);
+    }
+    if (ok) {
+        int rc = wna16_forward_group(lin, n, b, dy, dx, M);
+        char what[300];
+        snprintf(what, sizeof what, "%s: %s", desc, expect ? "taken" : "declined");
+        report(rc == (expect ? 0 : 1), what, rc);
+        for (int i = 0; i < n && rc == 0; i++) {
+            float *yr = xmalloc((size_t)M * N[i] * sizeof *yr), *yg = xmalloc((size_t)M * N[i] * sizeof *yg);
+            wna16_gemm_ref(x, t[i].qweight, t[i].qzeros, t[i].scales, t[i].g_idx, M, K, N[i], bits, 1, yr);
+            if (lin[i].bias)
+                for (int m = 0; m < M; m++)
+                    for (int c = 0; c < N[i]; c++)
+                        yr[(size_t)m * N[i] + c] += bias[c];
+            double err = b->download_f32(b, yg, dy[i], b->dt, (size_t)M * N[i]) ? INFINITY
+                                                                                 : rel_l2(yg, yr, (size_t)M * N[i]);
+            snprintf(what, sizeof what, "%s: output %d", desc, i);
+            report(err < (b->dt == LLMQ_F16 ? 2e-3 : 1e-2), what, err);
+            free(yr);
+            free(yg);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (lin[i].free_ctx)
+            lin[i].free_ctx(&lin[i], b);
+        if (dy[i])
+            b->free(b, dy[i]);
+        gptq_free(&t[i]);
+    }
+    b->free(b, dx);
+    b->free(b, db);
+    free(x);
+    free(bias);
+}
+
 /* K not a multiple of 32/bits (wna16.h: ceil-sized arrays, the last word
  * of each column partly filled), here K = 60 at 4 bits: codes packed with
  * quant/pack.h's pack_bits as kernels/qlinear_cuda.cu does. The reference
@@ -618,6 +687,17 @@ int main(int argc, char **argv)
 
 seams:
     check_forward(f16);
+    /* q/k/v (GQA: k, v narrower), a wide and a narrow linear, a small odd
+     * group; bf16 and 8 bits; declined: M = 4 (AUTO takes the ring there),
+     * act-order, gate/up of 7B (each fills the GPU alone). */
+    check_group(f16, 3, 4096, (const int[]){4096, 1024, 1024}, 4, 128, 0, 1, 1);
+    check_group(f16, 2, 4096, (const int[]){11008, 512}, 4, 128, 0, 1, 1);
+    check_group(f16, 3, 256, (const int[]){96, 40, 200}, 4, 64, 0, 1, 1);
+    check_group(bf16, 3, 1024, (const int[]){512, 128, 128}, 8, -1, 0, 1, 1);
+    check_group(f16, 2, 1000, (const int[]){200, 56}, 4, 128, 0, 1, 1);
+    check_group(f16, 3, 256, (const int[]){96, 40, 200}, 4, 64, 0, 4, 0);
+    check_group(f16, 2, 256, (const int[]){96, 40}, 4, 64, 1, 1, 0);
+    check_group(f16, 2, 4096, (const int[]){11008, 11008}, 4, 128, 0, 1, 0); /* each fills the GPU */
     check_partial_word(f16, 32, 0);
     check_partial_word(f16, -1, 1);
     check_errors(f16);
