@@ -3,7 +3,7 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice.
+# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice | final.
 # Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
@@ -44,7 +44,18 @@ if [ "$PART" = groups ]; then
   grep -E "^[0-9]+->[0-9]+ +w(4g128|8g128|8) +1 \|" "$OUT/bench_wna16.log" | tee -a "$S"
   exit 0
 fi
-if [ "$PART" = slice ]; then
+if [ "$PART" = final ]; then
+  # The checks of a finished change in one call, then its timings: kernels
+  # against their references, real vs fake quant, q/k/v grouping, the
+  # 7B-slice decode of every scheme (grouped, then not; twice), compact.
+  for k in wna16 w8a8; do TAIL=1 step test_$k "$B/tests/test_$k"; done
+  grep -hE "^FAIL" "$OUT/test_wna16.log" "$OUT/test_w8a8.log" | head -n 10 | tee -a "$S"
+  TAIL=1 step test_backend_cuda "$B/tests/test_backend_cuda" quick
+  TAIL=0 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  say "realquant e2e: $(grep -c '^ok' "$OUT/realquant_e2e.log") ok, $(grep -c '^FAIL' "$OUT/realquant_e2e.log") FAIL"
+  TAIL=8 step bench_groups "$B/tests/bench_wna16" 30 groups
+fi
+if [ "$PART" = slice ] || [ "$PART" = final ]; then
   # Decode of an 8-layer slice of the 7B shape: each scheme with q/k/v and
   # gate/up grouped (default) and not (--no-group), then the e2e checks.
   step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
@@ -62,7 +73,10 @@ if [ "$PART" = slice ]; then
       done
     done
   done
-  TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  [ "$PART" = slice ] && TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  for f in "$OUT"/slice_*.log; do # batch 1 / 4 / 16 tokens/s per run
+    say "$(basename "$f" .log): $(awk '$1 ~ /^[0-9]+$/ {printf "%s ", $2}' "$f")"
+  done
   exit 0
 fi
 if [ "$PART" = kv ]; then
