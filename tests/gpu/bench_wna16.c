@@ -221,11 +221,23 @@ static void bench_groups(double copy_gbs)
             int nq = G.B[0].nq;
             for (int j = 1; j < G.n; j++)
                 nq = G.B[j].nq < nq ? G.B[j].nq : nq;
-            const float tg = gb_time_calls(stream, run_group, &G, nq, reps, 1);
+            wna16_weight *ws[WNA16_GROUP_MAX];
+            for (int j = 0; j < G.n; j++)
+                ws[j] = G.B[j].q[0];
+            const int rc = wna16_linear_group(ws, G.n, g, G.y, G.B[0].x, G.M);
+            if (rc < 0)
+                die("wna16_linear_group");
             const float ta = gb_time_calls(stream, run_members, &G, nq, reps, 1);
+            if (rc == 1) { /* not taken: each weight fills the GPU alone */
+                printf("%-16s w%dg128 | %16s | %9.2f %6.1f | (not grouped)\n", groups[gi].name, bits, "declined",
+                       ta * 1e3, 100 * bytes / (ta * 1e-3) / 1e9 / copy_gbs);
+                goto next;
+            }
+            const float tg = gb_time_calls(stream, run_group, &G, nq, reps, 1);
             const double gg = bytes / (tg * 1e-3) / 1e9, ga = bytes / (ta * 1e-3) / 1e9;
             printf("%-16s w%dg128 | %9.2f %6.1f | %9.2f %6.1f | %6.2fx\n", groups[gi].name, bits, tg * 1e3,
                    100 * gg / copy_gbs, ta * 1e3, 100 * ga / copy_gbs, ta / tg);
+        next:
             fflush(stdout);
             for (int j = 0; j < G.n; j++) {
                 unload(&G.B[j]);
