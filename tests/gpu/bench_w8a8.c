@@ -317,6 +317,12 @@ static double time_epi(struct lin *l, int epi, size_t scratch, op_fn fn)
     return t;
 }
 
+/* llmq_w8a8_last_epilogue's answer in a word. */
+static const char *epi_name(const char *e)
+{
+    return strncmp(e, "fused", 5) == 0 ? "fused" : strncmp(e, "int8 GEMV", 9) == 0 ? "gemv" : "rescale";
+}
+
 static void bench_linear(const int *Ms, int nM)
 {
     static const int shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* N, K */
@@ -356,7 +362,7 @@ static void bench_linear(const int *Ms, int nM)
             double tfull = time_us(run_full, &l);
             printf("| %dx%d | %d | %.1f | %.0f | %.1f | %.0f | %.1f | %.1f | %.1f | %.1f (%s) | %.2fx |\n", l.N, l.K,
                    l.M, t16, flop / t16 * 1e-6, ti, flop / ti * 1e-6, tr, tr1, tf, tfull,
-                   strncmp(llmq_w8a8_last_epilogue(wctx), "fused", 5) == 0 ? "fused" : "rescale", t16 / tfull);
+                   epi_name(llmq_w8a8_last_epilogue(wctx)), t16 / tfull);
             fflush(stdout);
         }
         for (int i = 0; i < l.nw16; i++)
