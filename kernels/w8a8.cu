@@ -45,6 +45,39 @@ template <typename T, int P> __device__ __forceinline__ void store_p(T *p, const
     }
 }
 
+/* P values at columns c.. of one row of a W8A8 linear's output before its
+ * rescale (acc, its row's token scale st, the channel scales s_ch), as
+ * llmq_w8a8_rescale and quant/w8a8_ref.h round them: rnd((acc * st) * s_ch).
+ * acc + c is 16-byte aligned when P >= 4 (rows a multiple of P long). */
+template <typename T, int P>
+__device__ __forceinline__ void load_acc(const int32_t *acc, const float *s_ch, float st, int c, float (&f)[P])
+{
+    if constexpr (P % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < P; j += 4) {
+            const int4 a = *reinterpret_cast<const int4 *>(acc + c + j);
+            const float4 sc = __ldg(reinterpret_cast<const float4 *>(s_ch + c + j));
+            f[j] = round_to<T>(__fmul_rn(__fmul_rn((float)a.x, st), sc.x));
+            f[j + 1] = round_to<T>(__fmul_rn(__fmul_rn((float)a.y, st), sc.y));
+            f[j + 2] = round_to<T>(__fmul_rn(__fmul_rn((float)a.z, st), sc.z));
+            f[j + 3] = round_to<T>(__fmul_rn(__fmul_rn((float)a.w, st), sc.w));
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < P; j++)
+            f[j] = round_to<T>(__fmul_rn(__fmul_rn((float)acc[c + j], st), __ldg(s_ch + c + j)));
+    }
+}
+
+/* A W8A8 linear's output not yet rescaled (its int32 product): what the
+ * ACC producers read instead of a dt tensor. tok: the row scales, read by
+ * each row's block before it writes its own (they may be the array the
+ * producer writes its new scales to). */
+struct AccIn {
+    const int32_t *acc;
+    const float *tok, *ch;
+};
+
 __device__ __forceinline__ uint32_t q8(float v, float s)
 {
     int q = __float2int_rn(__fdiv_rn(v, s));
@@ -113,9 +146,9 @@ template <typename T, bool VEC> __global__ void quant_rows_kernel(int8_t *q, flo
     quantize_cached<T, P>(cache, chunks, mx, shm, q + row * cols, scale + row);
 }
 
-template <typename T, bool VEC, bool ADD>
+template <typename T, bool VEC, bool ADD, bool ACC = false>
 __global__ void rmsnorm_quant_kernel(int8_t *q, float *scale, T *x, const T *delta, const T *__restrict__ w, int dim,
-                                     float eps)
+                                     float eps, AccIn dacc)
 {
     pdl_wait(); /* launched with PDL (decode chains): the input is the kernel before's */
     pdl_trigger();
@@ -125,6 +158,7 @@ __global__ void rmsnorm_quant_kernel(int8_t *q, float *scale, T *x, const T *del
     const size_t row = blockIdx.x;
     T *xr = x + row * dim;
     const int chunks = dim / P;
+    const float dtok = ACC ? dacc.tok[row] : 0.0f; /* before this row's scale is written */
 
     float ss = 0.0f;
     for (int ch = threadIdx.x; ch < chunks; ch += blockDim.x) {
@@ -132,7 +166,10 @@ __global__ void rmsnorm_quant_kernel(int8_t *q, float *scale, T *x, const T *del
         load_p<T, P>(xr + ch * P, f);
         if (ADD) {
             float d[P];
-            load_p<T, P>(delta + row * dim + ch * P, d);
+            if constexpr (ACC)
+                load_acc<T, P>(dacc.acc + row * dim, dacc.ch, dtok, ch * P, d);
+            else
+                load_p<T, P>(delta + row * dim + ch * P, d);
 #pragma unroll
             for (int j = 0; j < P; j++)
                 f[j] = round_to<T>(f[j] + d[j]);
@@ -161,9 +198,9 @@ __global__ void rmsnorm_quant_kernel(int8_t *q, float *scale, T *x, const T *del
     quantize_cached<T, P>(cache, chunks, mx, shm, q + row * dim, scale + row);
 }
 
-template <typename T, bool VEC>
+template <typename T, bool VEC, bool ACC = false>
 __global__ void silu_mul_quant_kernel(int8_t *q, float *scale, const T *__restrict__ gate, const T *__restrict__ up,
-                                      int ld, int cols)
+                                      int ld, int cols, AccIn gacc, AccIn uacc)
 {
     pdl_wait(); /* launched with PDL (decode chains): the input is the kernel before's */
     pdl_trigger();
@@ -172,11 +209,17 @@ __global__ void silu_mul_quant_kernel(int8_t *q, float *scale, const T *__restri
     constexpr int P = VEC ? Vec16<T>::N : 1;
     const size_t row = blockIdx.x;
     const int chunks = cols / P;
+    const float gtok = ACC ? gacc.tok[row] : 0.0f, utok = ACC ? uacc.tok[row] : 0.0f; /* before scale[row] is written */
     float mx = 0.0f;
     for (int ch = threadIdx.x; ch < chunks; ch += blockDim.x) {
         float g[P], u[P];
-        load_p<T, P>(gate + row * ld + ch * P, g);
-        load_p<T, P>(up + row * ld + ch * P, u);
+        if constexpr (ACC) {
+            load_acc<T, P>(gacc.acc + row * ld, gacc.ch, gtok, ch * P, g);
+            load_acc<T, P>(uacc.acc + row * ld, uacc.ch, utok, ch * P, u);
+        } else {
+            load_p<T, P>(gate + row * ld + ch * P, g);
+            load_p<T, P>(up + row * ld + ch * P, u);
+        }
 #pragma unroll
         for (int j = 0; j < P; j++) {
             /* IEEE division and the accurate expf, as the C reference. */
@@ -249,16 +292,17 @@ extern "C" int llmq_quant_per_token(void *stream, llmq_dtype dt, int8_t *q, floa
     return 0;
 }
 
-template <typename T, bool VEC, bool ADD>
+template <typename T, bool VEC, bool ADD, bool ACC = false>
 static int launch_rmsnorm_quant(cudaStream_t st, int8_t *q, float *scale, T *x, const T *delta, const T *w, int rows,
-                                int dim, float eps)
+                                int dim, float eps, AccIn dacc = AccIn{})
 {
     constexpr int P = VEC ? Vec16<T>::N : 1;
     const size_t smem = (size_t)dim * sizeof(T);
-    if (smem_prepare(rmsnorm_quant_kernel<T, VEC, ADD>, smem, "rmsnorm_quant"))
+    if (smem_prepare(rmsnorm_quant_kernel<T, VEC, ADD, ACC>, smem, "rmsnorm_quant"))
         return -1;
-    LAUNCH_TRY("rmsnorm_quant", launch_pdl(rmsnorm_quant_kernel<T, VEC, ADD>, dim3(rows), dim3(row_threads(dim / P)),
-                                           smem, st, NULL, 0, q, scale, x, delta, w, dim, eps));
+    LAUNCH_TRY("rmsnorm_quant", launch_pdl(rmsnorm_quant_kernel<T, VEC, ADD, ACC>, dim3(rows),
+                                           dim3(row_threads(dim / P)), smem, st, NULL, 0, q, scale, x, delta, w, dim,
+                                           eps, dacc));
     return 0;
 }
 
@@ -307,13 +351,75 @@ extern "C" int llmq_silu_mul_quant(void *stream, llmq_dtype dt, int8_t *q, float
                 return -1;
             LAUNCH_TRY("silu_mul_quant", launch_pdl(silu_mul_quant_kernel<T, true>, dim3(rows),
                                                     dim3(row_threads(chunks)), smem, st, NULL, 0, q, scale, g, u, ld,
-                                                    cols));
+                                                    cols, AccIn{}, AccIn{}));
         } else {
             if (smem_prepare(silu_mul_quant_kernel<T, false>, smem, "silu_mul_quant"))
                 return -1;
             LAUNCH_TRY("silu_mul_quant", launch_pdl(silu_mul_quant_kernel<T, false>, dim3(rows),
                                                     dim3(row_threads(chunks)), smem, st, NULL, 0, q, scale, g, u, ld,
-                                                    cols));
+                                                    cols, AccIn{}, AccIn{}));
+        }
+    });
+    return 0;
+}
+
+/* ---- the same producers fed by W8A8 linears' int32 products ---- */
+
+extern "C" int llmq_rmsnorm_quant_acc(void *stream, llmq_dtype dt, int8_t *q, float *scale, void *x,
+                                      const int32_t *delta, const float *d_tok, const float *d_ch, const void *w,
+                                      int rows, int dim, float eps)
+{
+    if (check_rows("rmsnorm_quant_acc", rows, dim, q, scale))
+        return -1;
+    if (!delta || !d_tok || !d_ch)
+        return llmq_fail("rmsnorm_quant_acc: no int32 delta");
+    if (rows == 0)
+        return 0;
+    cudaStream_t st = (cudaStream_t)stream;
+    const AccIn d = {delta, d_tok, d_ch};
+    DISPATCH_DT(dt, "rmsnorm_quant_acc", {
+        constexpr int N = Vec16<T>::N;
+        const bool vec =
+            dim % N == 0 && aligned16(x) && aligned16(w) && aligned16(q) && aligned16(delta) && aligned16(d_ch);
+        T *xt = (T *)x;
+        const T *wt = (const T *)w;
+        if (vec)
+            return launch_rmsnorm_quant<T, true, true, true>(st, q, scale, xt, NULL, wt, rows, dim, eps, d);
+        return launch_rmsnorm_quant<T, false, true, true>(st, q, scale, xt, NULL, wt, rows, dim, eps, d);
+    });
+    return 0;
+}
+
+extern "C" int llmq_silu_mul_quant_acc(void *stream, llmq_dtype dt, int8_t *q, float *scale, const int32_t *gate,
+                                       const float *g_ch, const int32_t *up, const float *u_ch, const float *s_tok,
+                                       int rows, int cols)
+{
+    if (check_rows("silu_mul_quant_acc", rows, cols, q, scale))
+        return -1;
+    if (!gate || !up || !g_ch || !u_ch || !s_tok)
+        return llmq_fail("silu_mul_quant_acc: no int32 gate/up");
+    if (rows == 0)
+        return 0;
+    cudaStream_t st = (cudaStream_t)stream;
+    const AccIn g = {gate, s_tok, g_ch}, u = {up, s_tok, u_ch};
+    DISPATCH_DT(dt, "silu_mul_quant_acc", {
+        constexpr int N = Vec16<T>::N;
+        const bool vec = cols % N == 0 && aligned16(gate) && aligned16(up) && aligned16(q) && aligned16(g_ch) &&
+                         aligned16(u_ch);
+        const int chunks = vec ? cols / N : cols;
+        const size_t smem = (size_t)cols * sizeof(T);
+        if (vec) {
+            if (smem_prepare(silu_mul_quant_kernel<T, true, true>, smem, "silu_mul_quant_acc"))
+                return -1;
+            LAUNCH_TRY("silu_mul_quant_acc", launch_pdl(silu_mul_quant_kernel<T, true, true>, dim3(rows),
+                                                        dim3(row_threads(chunks)), smem, st, NULL, 0, q, scale,
+                                                        (const T *)NULL, (const T *)NULL, cols, cols, g, u));
+        } else {
+            if (smem_prepare(silu_mul_quant_kernel<T, false, true>, smem, "silu_mul_quant_acc"))
+                return -1;
+            LAUNCH_TRY("silu_mul_quant_acc", launch_pdl(silu_mul_quant_kernel<T, false, true>, dim3(rows),
+                                                        dim3(row_threads(chunks)), smem, st, NULL, 0, q, scale,
+                                                        (const T *)NULL, (const T *)NULL, cols, cols, g, u));
         }
     });
     return 0;

@@ -69,6 +69,19 @@ int llmq_rmsnorm_quant(void *stream, llmq_dtype dt, int8_t *q, float *scale, voi
 int llmq_silu_mul_quant(void *stream, llmq_dtype dt, int8_t *q, float *scale, const void *gate, const void *up,
                         int ld, int rows, int cols);
 
+/* The two producers above fed by W8A8 linears' int32 products instead of
+ * their dt outputs, each input value read as rnd((acc[r,c] * tok[r]) *
+ * ch[c]) (what llmq_w8a8_rescale would have written): the prefill linears
+ * whose outputs only these producers read (o_proj -> the residual add,
+ * gate/up -> SiLU*up) skip the rescale pass and its dt round trip. The
+ * token scales may be the array `scale` is written to (each row's block
+ * reads its own first). acc rows are dim / cols long. */
+int llmq_rmsnorm_quant_acc(void *stream, llmq_dtype dt, int8_t *q, float *scale, void *x, const int32_t *delta,
+                           const float *d_tok, const float *d_ch, const void *w, int rows, int dim, float eps);
+int llmq_silu_mul_quant_acc(void *stream, llmq_dtype dt, int8_t *q, float *scale, const int32_t *gate,
+                            const float *g_ch, const int32_t *up, const float *u_ch, const float *s_tok, int rows,
+                            int cols);
+
 /* y [M,N] (dt) = ((float)acc * s_tok[m]) * s_ch[n]; acc int32 [M,N], N % 4 == 0. */
 int llmq_w8a8_rescale(void *stream, llmq_dtype dt, void *y, const int32_t *acc, const float *s_tok,
                       const float *s_ch, int M, int N);

@@ -82,8 +82,8 @@ int qlinear_nf4(llmq_linear *lin, llmq_backend *b, const llmq_nf4 *q, const qden
     PICK(qlinear_nf4_cuda(lin, b, q, scratch), ((void)scratch, qlinear_nf4_cpu(lin, q)));
 }
 
-int qlinear_w8a8(llmq_linear *lin, llmq_backend *b, const int8_t *wq, const float *s_ch, qact *a)
+int qlinear_w8a8(llmq_linear *lin, llmq_backend *b, const int8_t *wq, const float *s_ch, qact *a, qout out)
 {
     lin->wbytes = (size_t)lin->out * lin->in + (size_t)lin->out * sizeof(float);
-    PICK(qlinear_w8a8_cuda(lin, b, wq, s_ch, a), qlinear_w8a8_cpu(lin, wq, s_ch, a));
+    PICK(qlinear_w8a8_cuda(lin, b, wq, s_ch, a, out), ((void)out, qlinear_w8a8_cpu(lin, wq, s_ch, a)));
 }

@@ -54,8 +54,17 @@ typedef struct {
 int qlinear_int(llmq_linear *lin, llmq_backend *b, const llmq_qweight *q, const qdense *scratch);
 /* NF4 blocks (blocksize 64, plain or double-quantized absmax). */
 int qlinear_nf4(llmq_linear *lin, llmq_backend *b, const llmq_nf4 *q, const qdense *scratch);
+/* Who reads a W8A8 linear's output. QOUT_ANY: anything (the output is
+ * written in dt). The others name the one fused producer the runner feeds
+ * it to (model.c's layer_chunk): the gate and up inputs of qact_act, the
+ * delta of qact_norm (o_proj's output, added to the residual). For those
+ * the CUDA linear may leave its int32 product and scales pending instead
+ * (prefill through cuBLASLt), and the producer rescales on the fly; the dt
+ * output is then never written. */
+typedef enum { QOUT_ANY, QOUT_ACT_GATE, QOUT_ACT_UP, QOUT_NORM_DELTA } qout;
+
 /* W8A8: int8 weight [out, in] with per-channel scales; activations through a. */
-int qlinear_w8a8(llmq_linear *lin, llmq_backend *b, const int8_t *wq, const float *s_ch, qact *a);
+int qlinear_w8a8(llmq_linear *lin, llmq_backend *b, const int8_t *wq, const float *s_ch, qact *a, qout out);
 
 /* The same, one implementation per backend (the dispatchers above pick by
  * b->name); the CUDA ones exist only when built with CUDA. */
@@ -67,7 +76,7 @@ int qact_act_cpu(qact *a, void *out, const void *gate, const void *up, int rows,
 #ifdef LLMQ_HAVE_CUDA
 int qlinear_int_cuda(llmq_linear *lin, llmq_backend *b, const llmq_qweight *q, const qdense *scratch);
 int qlinear_nf4_cuda(llmq_linear *lin, llmq_backend *b, const llmq_nf4 *q, const qdense *scratch);
-int qlinear_w8a8_cuda(llmq_linear *lin, llmq_backend *b, const int8_t *wq, const float *s_ch, qact *a);
+int qlinear_w8a8_cuda(llmq_linear *lin, llmq_backend *b, const int8_t *wq, const float *s_ch, qact *a, qout out);
 int qact_norm_cuda(qact *a, llmq_backend *b, void *out, void *x, const void *delta, const void *w, int rows, int dim,
                    float eps);
 int qact_act_cuda(qact *a, llmq_backend *b, void *out, const void *gate, const void *up, int rows, int cols);

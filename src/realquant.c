@@ -32,7 +32,7 @@ static int packed_linear(rq_state *st, const char *prefix, llmq_linear *L)
 
 /* The float weight as the fake-quant path sees it (rounded to the storage
  * type), then SmoothQuant's per-channel int8. */
-static int w8a8_linear(rq_state *st, const char *prefix, llmq_linear *L)
+static int w8a8_linear(rq_state *st, const char *prefix, llmq_linear *L, qout out)
 {
     char name[192];
     snprintf(name, sizeof name, "%s.weight", prefix);
@@ -55,7 +55,7 @@ static int w8a8_linear(rq_state *st, const char *prefix, llmq_linear *L)
         goto done;
     llmq_round_through(w, n, st->b->dt);
     w8_quantize_per_channel(w, L->out, L->in, q, s);
-    rc = qlinear_w8a8(L, st->b, q, s, &st->act);
+    rc = qlinear_w8a8(L, st->b, q, s, &st->act, out);
 done:
     free(w), free(s), free(q);
     return rc;
@@ -68,8 +68,12 @@ static int on_linear(void *ctx, llmq_backend *b, int layer, llmq_lin which, llmq
     char prefix[128], name[160];
     model_lin_prefix(layer, which, prefix, sizeof prefix);
     if (st->scheme == RQ_W8A8) {
+        /* whose output only a fused producer reads (model.c's layer_chunk) */
+        const qout out = which == LIN_GATE ? QOUT_ACT_GATE : which == LIN_UP ? QOUT_ACT_UP
+                         : which == LIN_O  ? QOUT_NORM_DELTA
+                                           : QOUT_ANY;
         st->kernels++;
-        return w8a8_linear(st, prefix, L);
+        return w8a8_linear(st, prefix, L, out);
     }
     snprintf(name, sizeof name, "%s.weight", prefix);
     if (st_model_find(model_weights(st->m), name)) { /* kept in float by the checkpoint */

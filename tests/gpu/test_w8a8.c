@@ -294,6 +294,90 @@ done:
     cudaFree(dg), cudaFree(du), cudaFree(dq), cudaFree(ds);
 }
 
+/* ---- the producers fed by int32 products (prefill's deferred rescale) ----
+ *
+ * llmq_rmsnorm_quant_acc / llmq_silu_mul_quant_acc against what they stand
+ * for, on the GPU: llmq_w8a8_rescale into dt, then the dt producer. Both
+ * round the same floats the same way, so codes, scales and the residual
+ * must agree bit for bit. The _acc producers get their token scales in
+ * the array they write their new scales to, as the runner passes them. */
+
+static void *dev_i32_acc(int rows, int cols)
+{
+    int32_t *h = xmalloc((size_t)rows * cols * sizeof *h);
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        h[i] = (int32_t)(urand() * 400000.0) - 200000;
+    void *d = dev_bytes(h, (size_t)rows * cols * sizeof *h);
+    free(h);
+    return d;
+}
+
+static void *dev_scales(int n, float s)
+{
+    float *h = xmalloc(n * sizeof *h);
+    for (int i = 0; i < n; i++)
+        h[i] = (float)(0.5 + urand()) * s;
+    void *d = dev_bytes(h, n * sizeof *h);
+    free(h);
+    return d;
+}
+
+static int same_bytes(const void *da, const void *db, size_t nb)
+{
+    void *a = host_bytes(da, nb), *b = host_bytes(db, nb);
+    int same = a && b && memcmp(a, b, nb) == 0;
+    free(a), free(b);
+    return same;
+}
+
+static void check_acc_producers(llmq_dtype dt, int rows, int cols)
+{
+    char shape[64];
+    snprintf(shape, sizeof shape, "rows=%d cols=%d", rows, cols);
+    const size_t n = (size_t)rows * cols, es = llmq_dtype_size(dt);
+    float *x = act(rows, cols, 1.0f, dt, 0), *w = xmalloc(cols * sizeof(float));
+    for (int i = 0; i < cols; i++)
+        w[i] = 1.0f + 0.2f * nrand();
+    llmq_round_through(w, cols, dt);
+    void *acc = dev_i32_acc(rows, cols), *acc2 = dev_i32_acc(rows, cols);
+    void *tok = dev_scales(rows, 5e-3f), *ch = dev_scales(cols, 1e-3f), *ch2 = dev_scales(cols, 2e-3f);
+    void *tok_a = dalloc(rows * sizeof(float), 0), *tok_b = dalloc(rows * sizeof(float), 0);
+    void *dx1 = dev_from(x, n, dt), *dx2 = dev_from(x, n, dt), *dw = dev_from(w, cols, dt);
+    void *dy = dalloc(n * es, 0xFF), *dy2 = dalloc(n * es, 0xFF), *q1 = dalloc(n, 0x80), *q2 = dalloc(n, 0x80);
+    void *s1 = dalloc(rows * sizeof(float), 0xFF);
+    TRY("producers_acc", dt, shape, acc && acc2 && tok && ch && ch2 && tok_a && tok_b && dx1 && dx2 && dw && dy &&
+                                        dy2 && q1 && q2 && s1);
+
+    /* residual add + RMSNorm: o_proj's int32 product as the delta */
+    TRY("rmsnorm_quant_acc", dt, shape, cudaMemcpy(tok_a, tok, rows * 4, cudaMemcpyDeviceToDevice) == cudaSuccess);
+    TRY("rmsnorm_quant_acc", dt, shape,
+        llmq_w8a8_rescale(NULL, dt, dy, acc, tok, ch, rows, cols) == 0 &&
+            llmq_rmsnorm_quant(NULL, dt, q1, s1, dx1, dy, dw, rows, cols, 1e-5f) == 0);
+    TRY("rmsnorm_quant_acc", dt, shape,
+        llmq_rmsnorm_quant_acc(NULL, dt, q2, tok_a, dx2, acc, tok_a, ch, dw, rows, cols, 1e-5f) == 0);
+    int same = same_bytes(q1, q2, n), same_s = same_bytes(s1, tok_a, rows * 4), same_x = same_bytes(dx1, dx2, n * es);
+    char numbers[96];
+    snprintf(numbers, sizeof numbers, "codes %s, scales %s, residual %s", same ? "equal" : "DIFFER",
+             same_s ? "equal" : "DIFFER", same_x ? "equal" : "DIFFER");
+    report(same && same_s && same_x, "rmsnorm_quant_acc", dt, shape, numbers);
+
+    /* SiLU(gate) * up from the two products of one x */
+    TRY("silu_mul_quant_acc", dt, shape, cudaMemcpy(tok_b, tok, rows * 4, cudaMemcpyDeviceToDevice) == cudaSuccess);
+    TRY("silu_mul_quant_acc", dt, shape,
+        llmq_w8a8_rescale(NULL, dt, dy, acc, tok, ch, rows, cols) == 0 &&
+            llmq_w8a8_rescale(NULL, dt, dy2, acc2, tok, ch2, rows, cols) == 0 &&
+            llmq_silu_mul_quant(NULL, dt, q1, s1, dy, dy2, cols, rows, cols) == 0);
+    TRY("silu_mul_quant_acc", dt, shape,
+        llmq_silu_mul_quant_acc(NULL, dt, q2, tok_b, acc, ch, acc2, ch2, tok_b, rows, cols) == 0);
+    same = same_bytes(q1, q2, n), same_s = same_bytes(s1, tok_b, rows * 4);
+    snprintf(numbers, sizeof numbers, "codes %s, scales %s", same ? "equal" : "DIFFER", same_s ? "equal" : "DIFFER");
+    report(same && same_s, "silu_mul_quant_acc", dt, shape, numbers);
+done:
+    free(x), free(w);
+    cudaFree(acc), cudaFree(acc2), cudaFree(tok), cudaFree(ch), cudaFree(ch2), cudaFree(tok_a), cudaFree(tok_b);
+    cudaFree(dx1), cudaFree(dx2), cudaFree(dw), cudaFree(dy), cudaFree(dy2), cudaFree(q1), cudaFree(q2), cudaFree(s1);
+}
+
 /* ---- int8 GEMM ---- */
 
 static llmq_w8a8_ctx *ctx;
@@ -501,6 +585,11 @@ int main(void)
                     check_silu_quant(dts[d], Ms[i], Ws[j], 1);
                 }
             }
+
+    for (int d = 0; d < 3; d++)
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                check_acc_producers(dts[d], Ms[i], Ws[j]);
 
     if (llmq_w8a8_create(&ctx, NULL) != 0) {
         report_error("w8a8_create", LLMQ_I32, "");
