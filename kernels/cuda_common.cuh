@@ -134,6 +134,20 @@ static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
     default: return llmq_fail("%s: unsupported storage type %s", WHAT, llmq_dtype_name(DT));        \
     }
 
+/* 16 bytes read once (a GEMV's weight stream): kept out of L1, which serves
+ * the small operands. volatile: a plain asm statement counts as a pure
+ * function to the compiler, which then sinks it to its first use (into the
+ * conditional block that consumes it), and the loads meant to be in flight
+ * together go out one at a time. */
+__device__ __forceinline__ int4 ld_stream(const void *p)
+{
+    int4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
 /* Block-wide reductions for blockDim.x a multiple of 32 (<= 1024). `shm`
  * holds 32 floats; the result is returned to every thread. */
 __device__ __forceinline__ float warp_sum(float v)

@@ -62,24 +62,13 @@ struct GvArgs {
  * local memory. */
 #define GV_SEG(a, i, f) ((i) == 0 ? (a).seg[0].f : (i) == 1 ? (a).seg[1].f : (a).seg[2].f)
 
-/* Streamed once: kept out of L1, which serves x. volatile: keeps the
- * loads of a batch together instead of sunk to their first use. */
-__device__ __forceinline__ int4 gv_ld_stream(const int8_t *p)
-{
-    int4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
 /* The 16 bytes at column c of a row of K bytes (K % 4 == 0, the row
  * 4-byte aligned), zeros past K. VEC: K % 128 == 0, so every unit is whole
  * and 16-byte aligned. */
 template <bool VEC, bool STREAM> __device__ __forceinline__ int4 gv_load(const int8_t *row, int c, int K)
 {
     if constexpr (VEC) {
-        return STREAM ? gv_ld_stream(row + c) : __ldg(reinterpret_cast<const int4 *>(row + c));
+        return STREAM ? ld_stream(row + c) : __ldg(reinterpret_cast<const int4 *>(row + c));
     } else {
         int v[4];
 #pragma unroll

@@ -116,19 +116,6 @@ template <typename V> __device__ __forceinline__ uint32_t as_u32(V v)
     return u;
 }
 
-/* Streamed once: keep it out of L1, which serves x. volatile: a plain asm
- * statement counts as a pure function to the compiler, which then sinks it
- * to its first use (into the conditional block that consumes it), and the
- * loads meant to be in flight together go out one at a time. */
-__device__ __forceinline__ int4 ld_stream(const int4 *p)
-{
-    int4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
 /* Codes of register i of k-step s: low 16 bits the even column, high the odd. */
 template <int BITS> __device__ __forceinline__ uint32_t code_pair(const uint32_t (&w)[4], int s, int i)
 {

@@ -280,6 +280,38 @@ struct lin {
     int32_t *acc;
 };
 
+/* The operands of an N x K linear for up to maxM rows: rotated fp16 and
+ * int8 weight copies, random activations (fp16 and int8) and scales. */
+static void lin_alloc(struct lin *l, int N, int K, int maxM)
+{
+    *l = (struct lin){.N = N, .K = K};
+    const size_t nw = (size_t)N * K;
+    l->nw16 = rot_count(nw * 2);
+    l->nw8 = rot_count(nw);
+    l->w16 = xmalloc(l->nw16 * sizeof *l->w16);
+    l->w8 = xmalloc(l->nw8 * sizeof *l->w8);
+    for (int i = 0; i < l->nw16; i++)
+        l->w16[i] = dev_rand(nw, LLMQ_F16, 0.02f);
+    for (int i = 0; i < l->nw8; i++)
+        l->w8[i] = dev_rand(nw, LLMQ_I8, 1.0f);
+    l->x16 = dev_rand((size_t)maxM * K, LLMQ_F16, 1.0f);
+    l->xq = dev_rand((size_t)maxM * K, LLMQ_I8, 1.0f);
+    l->s_tok = dev_scales(maxM, 0.01f);
+    l->s_ch = dev_scales(N, 0.001f);
+    l->y = dmalloc((size_t)maxM * N * 2);
+    l->acc = dmalloc((size_t)maxM * N * 4);
+}
+
+static void lin_free(struct lin *l)
+{
+    for (int i = 0; i < l->nw16; i++)
+        cudaFree(l->w16[i]);
+    for (int i = 0; i < l->nw8; i++)
+        cudaFree(l->w8[i]);
+    free(l->w16), free(l->w8);
+    cudaFree(l->x16), cudaFree(l->xq), cudaFree(l->s_tok), cudaFree(l->s_ch), cudaFree(l->y), cudaFree(l->acc);
+}
+
 static int run_fp16(void *p, int iter)
 {
     struct lin *l = p;
@@ -336,22 +368,8 @@ static void bench_linear(const int *Ms, int nM)
     for (int i = 0; i < nM; i++)
         maxM = Ms[i] > maxM ? Ms[i] : maxM;
     for (int s = 0; s < 3; s++) {
-        struct lin l = {.N = shapes[s][0], .K = shapes[s][1]};
-        size_t nw = (size_t)l.N * l.K;
-        l.nw16 = rot_count(nw * 2);
-        l.nw8 = rot_count(nw);
-        l.w16 = xmalloc(l.nw16 * sizeof *l.w16);
-        l.w8 = xmalloc(l.nw8 * sizeof *l.w8);
-        for (int i = 0; i < l.nw16; i++)
-            l.w16[i] = dev_rand(nw, LLMQ_F16, 0.02f);
-        for (int i = 0; i < l.nw8; i++)
-            l.w8[i] = dev_rand(nw, LLMQ_I8, 1.0f);
-        l.x16 = dev_rand((size_t)maxM * l.K, LLMQ_F16, 1.0f);
-        l.xq = dev_rand((size_t)maxM * l.K, LLMQ_I8, 1.0f);
-        l.s_tok = dev_scales(maxM, 0.01f);
-        l.s_ch = dev_scales(l.N, 0.001f);
-        l.y = dmalloc((size_t)maxM * l.N * 2);
-        l.acc = dmalloc((size_t)maxM * l.N * 4);
+        struct lin l;
+        lin_alloc(&l, shapes[s][0], shapes[s][1], maxM);
         for (int i = 0; i < nM; i++) {
             l.M = Ms[i];
             double flop = 2.0 * l.M * l.N * l.K;
@@ -365,12 +383,7 @@ static void bench_linear(const int *Ms, int nM)
                    epi_name(llmq_w8a8_last_epilogue(wctx)), t16 / tfull);
             fflush(stdout);
         }
-        for (int i = 0; i < l.nw16; i++)
-            cudaFree(l.w16[i]);
-        for (int i = 0; i < l.nw8; i++)
-            cudaFree(l.w8[i]);
-        free(l.w16), free(l.w8);
-        cudaFree(l.x16), cudaFree(l.xq), cudaFree(l.s_tok), cudaFree(l.s_ch), cudaFree(l.y), cudaFree(l.acc);
+        lin_free(&l);
     }
 }
 
@@ -388,22 +401,9 @@ static void bench_gemv(double copy_gbs)
     printf("| N x K | M | GEMV us | GB/s | of copy BW | cuBLASLt + rescale us | fp16 us | vs cuBLASLt | vs fp16 | "
            "M = 1 forced 2 / 4 / 8 / 16 warps |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (int s = 0; s < 3; s++) {
-        struct lin l = {.N = shapes[s][0], .K = shapes[s][1]};
-        size_t nw = (size_t)l.N * l.K;
-        l.nw16 = rot_count(nw * 2);
-        l.nw8 = rot_count(nw);
-        l.w16 = xmalloc(l.nw16 * sizeof *l.w16);
-        l.w8 = xmalloc(l.nw8 * sizeof *l.w8);
-        for (int i = 0; i < l.nw16; i++)
-            l.w16[i] = dev_rand(nw, LLMQ_F16, 0.02f);
-        for (int i = 0; i < l.nw8; i++)
-            l.w8[i] = dev_rand(nw, LLMQ_I8, 1.0f);
-        l.x16 = dev_rand((size_t)16 * l.K, LLMQ_F16, 1.0f);
-        l.xq = dev_rand((size_t)16 * l.K, LLMQ_I8, 1.0f);
-        l.s_tok = dev_scales(16, 0.01f);
-        l.s_ch = dev_scales(l.N, 0.001f);
-        l.y = dmalloc((size_t)16 * l.N * 2);
-        l.acc = dmalloc((size_t)16 * l.N * 4);
+        struct lin l;
+        lin_alloc(&l, shapes[s][0], shapes[s][1], 16);
+        const size_t nw = (size_t)l.N * l.K;
         for (int i = 0; i < 4; i++) {
             l.M = Ms[i];
             double tg = time_epi(&l, LLMQ_W8A8_EPI_GEMV, 0, run_w8a8);
@@ -423,12 +423,7 @@ static void bench_gemv(double copy_gbs)
                    100.0 * gbs / copy_gbs, tr, t16, tr / tg, t16 / tg, sw);
             fflush(stdout);
         }
-        for (int i = 0; i < l.nw16; i++)
-            cudaFree(l.w16[i]);
-        for (int i = 0; i < l.nw8; i++)
-            cudaFree(l.w8[i]);
-        free(l.w16), free(l.w8);
-        cudaFree(l.x16), cudaFree(l.xq), cudaFree(l.s_tok), cudaFree(l.s_ch), cudaFree(l.y), cudaFree(l.acc);
+        lin_free(&l);
     }
 }
 
