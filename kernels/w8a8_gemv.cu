@@ -202,8 +202,9 @@ extern "C" void llmq_w8a8_gemv_tune(int warps, int no_pdl)
  * largest split up to it. */
 static int gv_plan(int device, int regs, int mt, long blocks, int nu, int vec, int *sw_out, int *cpw_out)
 {
-    int nsm = 0;
-    if (cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || nsm <= 0) {
+    static int sms[64]; /* per device, asked once: a decode step plans every call */
+    int &nsm = sms[device >= 0 && device < 64 ? device : 0];
+    if (!nsm && (cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || nsm <= 0)) {
         cudaGetLastError();
         nsm = 1;
     }

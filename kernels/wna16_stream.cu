@@ -690,7 +690,8 @@ static cudaError_t st_launch_mt(const StGroup &g, const cuda_ctx *c, const void 
     return grp ? cudaErrorInvalidValue : st_launch_mode<T, BITS, 2, true, false>(g, c, x, M);
 }
 
-int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
+/* The device and M the kernel takes (compute capability 9.0, one launch). */
+static int st_device_ok(const cuda_ctx *c, int M)
 {
     static int major[64]; /* per device, asked once (-1: the query failed) */
     const int d = c->device >= 0 && c->device < 64 ? c->device : 0;
@@ -698,8 +699,13 @@ int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
         cudaGetLastError();
         major[d] = -1;
     }
+    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535;
+}
+
+int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
+{
     StPlan p;
-    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && st_plan(w, w->ntiles, c, M, 0, st_force_sw, 0, &p) == 0;
+    return st_device_ok(c, M) && st_plan(w, w->ntiles, c, M, 0, st_force_sw, 0, &p) == 0;
 }
 
 /* The weights of one launch: the same K, bits and groups (the kernel
@@ -764,7 +770,7 @@ int wna16_stream_run_group(const wna16_weight *const *ws, int n, cuda_ctx *c, ll
         g.ntiles += ws[i]->ntiles;
     }
     StPlan p;
-    if (!wna16_stream_usable(ws[0], c, M) || st_plan(ws[0], g.ntiles, c, M, 0, st_force_sw, 0, &p))
+    if (!st_device_ok(c, M) || st_plan(ws[0], g.ntiles, c, M, 0, st_force_sw, 0, &p))
         return 1;
     return st_run(g, c, dt, x, M);
 }
