@@ -23,15 +23,6 @@ namespace {
 
 constexpr int FA_BC = 64; /* keys per tile; a block has NW warps of 16 query rows each */
 
-__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
-
-/* 16-byte global -> shared copy; src_bytes 0 fills zeros (rows past the window). */
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 __device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void *p)
 {
@@ -140,7 +131,7 @@ __global__ void __launch_bounds__(NW * 32, MINB)
     const int wrow_min = q0 + warp * 16, wrow_max = wrow_min + 15;
 
     for (int kt = 0; kt < n_kt; kt++) {
-        cp_async_wait_all();
+        cp_async_wait<0>();
         __syncthreads(); /* K(kt) is in; every warp is done with V(kt-1) */
         load_tile_async<T, HD, LD, FA_BC, THREADS>(sV, vb, kt * FA_BC, seq, kvdim);
         cp_async_commit();
@@ -230,7 +221,7 @@ __global__ void __launch_bounds__(NW * 32, MINB)
             }
         } /* live */
 
-        cp_async_wait_all();
+        cp_async_wait<0>();
         __syncthreads(); /* V(kt) is in; every warp is done with K(kt) */
         if (kt + 1 < n_kt) {
             load_tile_async<T, HD, LD, FA_BC, THREADS>(sK, kb, (kt + 1) * FA_BC, seq, kvdim);

@@ -148,6 +148,21 @@ __device__ __forceinline__ int4 ld_stream(const void *p)
     return v;
 }
 
+__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+/* 16-byte global -> shared copy that bypasses L1 (cp.async, compute
+ * capability 8.0); src_bytes < 16 fills the rest with zeros (0: rows past
+ * a window). Copies go in groups: commit closes the group issued since the
+ * last commit, wait<N> returns once at most N of this thread's groups are
+ * still in flight (they complete in order). */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes = 16)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
 /* Block-wide reductions for blockDim.x a multiple of 32 (<= 1024). `shm`
  * holds 32 floats; the result is returned to every thread. */
 __device__ __forceinline__ float warp_sum(float v)

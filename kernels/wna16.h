@@ -43,6 +43,16 @@
  *            the zero point per group (the mma takes the codes as 1024 + q);
  *            at M = 1 x is staged in shared memory in fragment order.
  *            Launched with programmatic dependent launch.
+ *   SLICE    decode at a few rows (kernels/wna16_slice.cu): a block owns
+ *            a slice of K and 1-16 tiles, stages x for its slice and 8 or
+ *            16 rows once in shared memory (in fragment order, with the
+ *            fold's per-row group sums), and its warps stream their runs of
+ *            codes into registers as STREAM does, each A fragment feeding
+ *            one mma per 8 rows; the K slices of the same tiles form a
+ *            thread-block cluster (<= 8) that adds its sums through
+ *            distributed shared memory. Static groups of whole chunks only
+ *            (GPTQ g32..g128 and per-channel weights of real shapes), no
+ *            act-order. Launched with programmatic dependent launch.
  *   GEMV     round 2's decode kernel (any M, meant for M <= 16): blocks of 4 warps own 64
  *            channels x one slice of K; the codes come by bulk copies
  *            (cp.async.bulk) into a 2-stage shared-memory ring per block,
@@ -69,7 +79,11 @@
  *            dense W per call.
  * AUTO takes STREAM at M <= WNA16_STREAM_MAX_M without act-order (STREAM
  * gathers x through perm per k-step; GEMV stages it once) unless the
- * tuning knob ring is set, GEMV up to WNA16_GEMV_MAX_M rows (either when
+ * tuning knob ring is set; SLICE from WNA16_SLICE_MIN_M rows to
+ * WNA16_GEMV_MAX_M, and on to WNA16_SLICE_MAX_M unless a dense copy is
+ * cached, where it takes the weight (no act-order, static groups of whole
+ * chunks) and neither ring nor slice_off is set; then GEMV up to
+ * WNA16_GEMV_MAX_M rows (either when
  * its shared memory holds a slice's scales: always on 7B shapes), else
  * DENSE when cached, else SCRATCH when a scratch is attached, else MMA.
  *
@@ -92,11 +106,13 @@ extern "C" {
 
 typedef struct wna16_weight wna16_weight;
 
-enum { WNA16_AUTO = 0, WNA16_MMA = 1, WNA16_DENSE = 2, WNA16_SCRATCH = 3, WNA16_GEMV = 4, WNA16_STREAM = 5 };
+enum { WNA16_AUTO = 0, WNA16_MMA = 1, WNA16_DENSE = 2, WNA16_SCRATCH = 3, WNA16_GEMV = 4, WNA16_STREAM = 5, WNA16_SLICE = 6 };
 
 /* AUTO's largest M for the STREAM and GEMV paths (docs/BENCHMARKS_KERNELS.md:
  * STREAM stages x in shared memory only at M = 1, and loses to GEMV above). */
 #define WNA16_STREAM_MAX_M 1
+#define WNA16_SLICE_MIN_M 9
+#define WNA16_SLICE_MAX_M 64
 #define WNA16_GEMV_MAX_M 16
 
 /* Repack and upload one GPTQ linear (host arrays, FORMATS.md layout):
@@ -157,13 +173,23 @@ int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, const void *x, 
  * through the group's x sums, round 3's fold), stream_no_xs (1: at M = 1
  * read x from global memory per k-step; default: staged once per block in
  * shared memory, permuted so that a chunk's x is one or two 16-byte loads).
- * ring, 1: AUTO takes the GEMV path (round 2) instead of STREAM at M <= 16.
+ * ring, 1: AUTO takes the GEMV path (round 2) instead of STREAM and SLICE
+ * at M <= 16. The SLICE path reads no_pdl and exact_dequant, and slice_tb,
+ * slice_wpt, slice_ks (tiles per block, warps per tile, K slices; default
+ * planned per shape; a forced value keeps the plan that has it);
+ * slice_off, 1: AUTO does not take SLICE.
  * NULL restores the defaults. */
 typedef struct {
     int ksplit_max, blocks_per_sm, stages_max, no_pdl, exact_dequant, meta_loads, refill_last_warp, zero_fold;
     int stream_warps, ring, stream_prefetch, stream_dry, stream_nofold, stream_no_xs;
+    int slice_tb, slice_wpt, slice_ks, slice_off;
 } wna16_gemv_tuning;
 void wna16_gemv_tune(const wna16_gemv_tuning *t);
+
+/* The SLICE path's split for w at M under the current tuning, once it has
+ * run there (benchmarks): tiles per block, warps per tile, K slices; 0, or
+ * -1 when it has not. */
+int wna16_slice_plan_ran(const wna16_weight *w, int M, int *tb, int *wpt, int *ks);
 
 /* W [N, K] (original channel order) dequantized into dst, in b->dt. */
 int wna16_dequant(const wna16_weight *w, llmq_backend *b, void *dst);

@@ -1,9 +1,10 @@
 /* Internals of the W4A16 / W8A16 kernels (kernels/wna16.h), shared by
  * kernels/wna16.cu (repack, the MMA and ring GEMV products, dequantization,
- * the host-side paths) and kernels/wna16_stream.cu (the streaming GEMV):
+ * the host-side paths), kernels/wna16_stream.cu (the streaming GEMV) and
+ * kernels/wna16_slice.cu (the slice GEMV for a few rows):
  * the weight handle, the repacked code layout, and the device steps that
  * turn a lane's code words into mma A fragments. Not an interface: only
- * those two files include it. */
+ * those three files include it. */
 #ifndef LLMQ_KERNELS_WNA16_INTERNAL_CUH
 #define LLMQ_KERNELS_WNA16_INTERNAL_CUH
 
@@ -23,6 +24,15 @@ struct wna16_stream_memo {
     size_t xs_bytes;
     int sw, cps, gspan;
     size_t smem;
+};
+
+/* One remembered plan of the slice kernel (kernels/wna16_slice.cu), keyed
+ * by M, device, kernel and the forced tuning values. */
+struct wna16_slice_memo {
+    int M, device, ftb, fwpt, fks, ok; /* M = 0: empty */
+    int tb, wpt, ks, nch, cpw, gspan, xstride, units;
+    size_t off_sums, off_sz, off_ring, smem;
+    const void *kern; /* the instantiation it was planned for (NULL: usability only) */
 };
 
 /* The ring GEMV's plan (kernels/wna16.cu), here for its memo below. */
@@ -60,6 +70,8 @@ struct wna16_weight {
     int st_memo_next;
     wna16_gemv_memo gv_memo[4]; /* the ring GEMV's plans, likewise */
     int gv_memo_next;
+    wna16_slice_memo sl_memo[4]; /* the slice kernel's, likewise */
+    int sl_memo_next;
     void *dense;         /* cached dense W [N, K] in dense_dt, or NULL */
     llmq_dtype dense_dt;
     void *scratch;       /* lent by the caller */
@@ -318,6 +330,41 @@ template <int BITS> struct GvDeqFold {
     }
 };
 
+/* The streaming kernels' per-lane loads (kernels/wna16_stream.cu,
+ * kernels/wna16_slice.cu). */
+
+/* Chunks kc .. kc + U - 1 of a lane's tile (wt: the tile's codes + lane),
+ * zeros past kc1. */
+template <int U> __device__ __forceinline__ void lane_chunks_load(int4 (&w)[U], const int4 *wt, int kc, int kc1)
+{
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        w[u] = kc + u < kc1 ? ld_stream(wt + (size_t)(kc + u) * 32) : make_int4(0, 0, 0, 0);
+}
+
+/* The scales/zeros of groups glo .. glo + ngr - 1 of tile nt into shared
+ * memory (dst[(g - glo) * 8 + channel pair]), by the 32 lanes of a warp
+ * with 4 loads per lane in flight before the first store. */
+__device__ __forceinline__ void tile_scales_stage(uint2 *dst, const uint2 *sz, int glo, int ngr, int ntiles, int nt,
+                                                  int lane)
+{
+    for (int i0 = 0; i0 < ngr * 8; i0 += 128) {
+        uint2 v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int i = i0 + 32 * j + lane;
+            if (i < ngr * 8)
+                v[j] = __ldg(sz + ((size_t)(glo + (i >> 3)) * ntiles + nt) * 8 + (i & 7));
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int i = i0 + 32 * j + lane;
+            if (i < ngr * 8)
+                dst[i] = v[j];
+        }
+    }
+}
+
 /* Registers per thread of kern, read once per kernel (*regs caches it, 0
  * until then) after allowing it the device's whole opt-in shared memory:
  * the GEMV plans size their blocks from both. */
@@ -364,5 +411,14 @@ int wna16_stream_run_group(const wna16_weight *const *ws, int n, cuda_ctx *c, ll
  * q - z per pair instead of the zero point folded into the group sums,
  * x read from global memory at M = 1 instead of staged in shared memory. */
 void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetch, int dry, int nofold, int no_xs);
+
+/* The slice GEMV (kernels/wna16_slice.cu): 0 and y = x . W^T, or -1 with
+ * llmq_fail(); slice_usable says whether it takes this weight at M (static
+ * groups of whole chunks, no act-order, compute capability 9.0). */
+int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M);
+int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M);
+/* wna16_gemv_tune's knobs for it: tiles per block, warps per tile, K
+ * slices (0: planned), no PDL, W rounded before the mma in fp16 too. */
+void wna16_slice_tune_set(int tb, int wpt, int ks, int no_pdl, int exact_dequant);
 
 #endif

@@ -85,13 +85,6 @@ __host__ __device__ __forceinline__ size_t st_smem(int nw, int mt, int gspan, in
     return (size_t)nw * mt * 512 + (size_t)nw * gspan * 64 + (table ? (size_t)nw * cps * steps * 4 : 0);
 }
 
-/* Chunks kc .. kc + ST_U - 1 of this lane's tile, zeros past kc1. */
-__device__ __forceinline__ void st_load(int4 (&w)[ST_U], const int4 *wt, int kc, int kc1)
-{
-#pragma unroll
-    for (int u = 0; u < ST_U; u++)
-        w[u] = kc + u < kc1 ? ld_stream(wt + (size_t)(kc + u) * 32) : make_int4(0, 0, 0, 0);
-}
 
 /* Chunks kc .. kc + n - 1 of a tile (clipped at kc1) into L2 by one bulk
  * prefetch from lane 0 (tuning knob stream_prefetch: deeper than the
@@ -184,8 +177,8 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
 
     /* The first two batches, then the run's scales while they travel. */
     int4 wa[ST_U], wb[ST_U];
-    st_load(wa, wt, kc0, kc1);
-    st_load(wb, wt, kc0 + ST_U, kc1);
+    lane_chunks_load(wa, wt, kc0, kc1);
+    lane_chunks_load(wb, wt, kc0 + ST_U, kc1);
     if (a.prefetch)
         st_prefetch(tile, kc0 + 2 * ST_U, a.prefetch, kc1, lane);
     int glo = 0;
@@ -202,23 +195,7 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
             ghi = __ldg(a.step_group + s1 - 1);
             st_stage(sgw, a.step_group + s0, s1 - s0, lane);
         }
-        const int ngr = ghi - glo + 1;
-        for (int i0 = 0; i0 < ngr * 8; i0 += 128) { /* st_stage with the tile's stride between groups */
-            uint2 v[4];
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int i = i0 + 32 * j + lane;
-                if (i < ngr * 8)
-                    v[j] = __ldg(ST_SEG(sz, a.sz) + ((size_t)(glo + (i >> 3)) * ST_SEG(ntiles, a.ntiles) + nt) * 8 +
-                                 (i & 7));
-            }
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int i = i0 + 32 * j + lane;
-                if (i < ngr * 8)
-                    szw[i] = v[j];
-            }
-        }
+        tile_scales_stage(szw, ST_SEG(sz, a.sz), glo, ghi - glo + 1, ST_SEG(ntiles, a.ntiles), nt, lane);
     }
     __syncwarp();
     /* x and y belong to the kernel before until this returns (a no-op
@@ -419,7 +396,7 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
         for (int kcb = kc0; kcb < kc1; kcb += 2 * ST_U) {
             compute_fast(wa, kcb);
             if (kcb + 2 * ST_U < kc1) {
-                st_load(wa, wt, kcb + 2 * ST_U, kc1);
+                lane_chunks_load(wa, wt, kcb + 2 * ST_U, kc1);
                 if (a.prefetch)
                     st_prefetch(tile, kcb + 2 * ST_U + a.prefetch, ST_U, kc1, lane);
             }
@@ -427,7 +404,7 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
                 break;
             compute_fast(wb, kcb + ST_U);
             if (kcb + 3 * ST_U < kc1) {
-                st_load(wb, wt, kcb + 3 * ST_U, kc1);
+                lane_chunks_load(wb, wt, kcb + 3 * ST_U, kc1);
                 if (a.prefetch)
                     st_prefetch(tile, kcb + 3 * ST_U + a.prefetch, ST_U, kc1, lane);
             }
@@ -436,11 +413,11 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
     } else {
         for (int kcb = kc0; kcb < kc1; kcb += 2 * ST_U) {
             compute(wa, kcb);
-            st_load(wa, wt, kcb + 2 * ST_U, kc1);
+            lane_chunks_load(wa, wt, kcb + 2 * ST_U, kc1);
             if (a.prefetch)
                 st_prefetch(tile, kcb + 2 * ST_U + a.prefetch, ST_U, kc1, lane);
             compute(wb, kcb + ST_U);
-            st_load(wb, wt, kcb + 3 * ST_U, kc1);
+            lane_chunks_load(wb, wt, kcb + 3 * ST_U, kc1);
             if (a.prefetch)
                 st_prefetch(tile, kcb + 3 * ST_U + a.prefetch, ST_U, kc1, lane);
         }

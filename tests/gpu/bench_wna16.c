@@ -26,10 +26,11 @@
  * without graphs. cuBLAS is timed the same way. Weights random (codes,
  * zeros fixed at 2^(b-1), scales 0.002..0.02), x random: never zeros.
  *
- * Usage: bench_wna16 [reps] [sweep | groups | profile]   (default 30 reps;
+ * Usage: bench_wna16 [reps] [sweep | groups | slices | profile [slice]]   (default 30 reps;
  * "sweep" times the tuning knobs (wna16_gemv_tune) of both decode kernels
  * on the g128 shapes instead; "groups" q/k/v and gate/up at M = 1 in one
- * launch (wna16_linear_group) against one launch per linear;
+ * launch (wna16_linear_group) against one launch per linear; "slices"
+ * every split of the slice kernel at M = 4, 8, 16 against its plan;
  * "profile" only makes a few GEMV calls, for ncu) */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -84,6 +85,16 @@ static int run_dequant(void *a, int i)
 {
     struct bench *B = a;
     return wna16_dequant(B->q[i], g, B->dense[0]);
+}
+
+/* Whether B's path takes its weight at B->M (one call; a refusal is not
+ * an error here). */
+static int path_takes(struct bench *B)
+{
+    if (run_q(B, 0) == 0)
+        return 1;
+    llmq_clear_error();
+    return 0;
 }
 
 static void *dev_rand(size_t n, float scale)
@@ -315,11 +326,95 @@ static void sweep(double copy_gbs)
     printf("(a0 = 4096->4096, b1 = 4096->11008, c2 = 11008->4096)\n");
 }
 
-/* For a profiler: 4096->11008 w4g128, 20 stream-kernel calls at M = 1,
- * then 20 at M = 16, launched one by one (ncu --launch-skip picks one). */
-static void profile(void)
+/* The slice kernel's splits: every tiles x warps-per-tile x K-slices plan
+ * it takes on the g128 shapes at M = 4, 8, 16, against its own plan, the
+ * ring GEMV and cuBLAS fp16 in the same run. One line per timing, then a
+ * summary per shape. */
+static void slice_sweep(double copy_gbs)
 {
-    struct bench B = {.K = 4096, .N = 11008, .path = WNA16_STREAM};
+    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
+    static const int Ms[] = {4, 8, 16}, bitsv[] = {4, 8};
+    char sum[3 * 2 * 3][240];
+    int ns = 0;
+    for (int s = 0; s < 3; s++) {
+        struct bench B = {.K = shapes[s][0], .N = shapes[s][1]};
+        float tdm[3] = {0}; /* cuBLAS fp16 per M, timed with the 4-bit weight's dense copy */
+        B.x = dev_rand((size_t)16 * B.K, 1.0f);
+        B.y = g->alloc(g, (size_t)16 * B.N * 2);
+        if (!B.y)
+            die("alloc");
+        for (int bi = 0; bi < 2; bi++) {
+            load(&B, bitsv[bi], 128, 0, bi == 0);
+            size_t cb, pb;
+            wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
+            for (int mi = 0; mi < 3; mi++) {
+                B.M = Ms[mi];
+                wna16_gemv_tune(NULL);
+                B.path = WNA16_GEMV;
+                const float tr = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                if (B.nd)
+                    tdm[mi] = gb_time_calls(stream, run_dense, &B, B.nd, reps, 1);
+                const float td = tdm[mi];
+                B.path = WNA16_SLICE;
+                const float tp = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                float best = tp;
+                int bt = 0, bw = 0, bk = 0;
+                int pt = 0, pw = 0, pk = 0;
+                wna16_slice_plan_ran(B.q[0], B.M, &pt, &pw, &pk);
+                static const int tbs[] = {1, 2, 4, 8, 12, 16, 24, 32}, kss[] = {1, 2, 3, 4, 6, 8};
+                for (int ti = 0; ti < 8; ti++)
+                    for (int wpt = 1; tbs[ti] * wpt <= 32; wpt *= 2)
+                        for (int ki = 0; ki < 6; ki++) {
+                            const int tb = tbs[ti], ks = kss[ki];
+                            wna16_gemv_tuning t = {.slice_tb = tb, .slice_wpt = wpt, .slice_ks = ks};
+                            wna16_gemv_tune(&t);
+                            int rt, rw, rk; /* forced values no plan has fall back to the planned split */
+                            if (!path_takes(&B) || wna16_slice_plan_ran(B.q[0], B.M, &rt, &rw, &rk) || rt != tb ||
+                                rw != wpt || rk != ks)
+                                continue;
+                            const float tt = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                            const double gbs = (double)(cb + pb) / (tt * 1e-3) / 1e9;
+                            printf("slices %5d->%-5d w%d M=%-2d tb %2d wpt %d ks %d %8.2f us %5.1f%% copy\n", B.K, B.N,
+                                   bitsv[bi], B.M, tb, wpt, ks, tt * 1e3, 100.0 * gbs / copy_gbs);
+                            if (tt < best) {
+                                best = tt;
+                                bt = tb;
+                                bw = wpt;
+                                bk = ks;
+                            }
+                        }
+                wna16_gemv_tune(NULL);
+                const double gbs = (double)(cb + pb) / (tp * 1e-3) / 1e9;
+                snprintf(sum[ns++], sizeof sum[0],
+                         "%5d->%-5d w%d M=%-2d | %7.2f %5.1f%% (tb %2d wpt %2d ks %d) | %7.2f (tb %2d wpt %2d ks %d) | "
+                         "%7.2f | %7.2f | %5.2fx %5.2fx",
+                         B.K, B.N, bitsv[bi], B.M, tp * 1e3, 100.0 * gbs / copy_gbs, pt, pw, pk, best * 1e3, bt, bw,
+                         bk, tr * 1e3, td * 1e3, td / tp, tr / tp);
+                fflush(stdout);
+            }
+            unload(&B);
+        }
+        g->free(g, B.x);
+        g->free(g, B.y);
+    }
+    printf("\nslice summary (us, graph replay, g128, copy %.0f GB/s): planned (%% of copy, its split) | best forced "
+           "split (tb 0: none beat the plan) | ring | cuBLAS fp16 | cuBLAS / planned, ring / "
+           "planned\n",
+           copy_gbs);
+    for (int i = 0; i < ns; i++)
+        printf("%s\n", sum[i]);
+}
+
+/* For a profiler: 4096->11008 w4g128, 20 calls at M = 1, then 20 at
+ * M = 16, launched one by one (ncu --launch-skip picks one), through the
+ * stream kernel, or with "slice" the slice kernel. */
+static void profile(int path)
+{
+    struct bench B = {.K = 4096, .N = 11008, .path = path};
+    wna16_gemv_tuning t = {0}; /* BENCH_SLICE=tb,wpt,ks forces a slice plan */
+    if (getenv("BENCH_SLICE") &&
+        sscanf(getenv("BENCH_SLICE"), "%d,%d,%d", &t.slice_tb, &t.slice_wpt, &t.slice_ks) == 3)
+        wna16_gemv_tune(&t);
     B.x = dev_rand((size_t)16 * B.K, 1.0f);
     B.y = g->alloc(g, (size_t)16 * B.N * 2);
     if (!B.y)
@@ -339,14 +434,18 @@ static void profile(void)
 
 int main(int argc, char **argv)
 {
-    int do_sweep = 0, do_profile = 0, do_groups = 0;
+    int do_sweep = 0, do_profile = 0, do_groups = 0, do_slices = 0, prof_path = WNA16_STREAM;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "sweep") == 0)
             do_sweep = 1;
         else if (strcmp(argv[i], "groups") == 0)
             do_groups = 1;
+        else if (strcmp(argv[i], "slices") == 0)
+            do_slices = 1;
         else if (strcmp(argv[i], "profile") == 0)
             do_profile = 1;
+        else if (strcmp(argv[i], "slice") == 0)
+            prof_path = WNA16_SLICE;
         else
             reps = atoi(argv[i]) > 2 ? atoi(argv[i]) : 3;
     }
@@ -358,16 +457,18 @@ int main(int argc, char **argv)
         die("backend");
     stream = (cudaStream_t)llmq_cuda_stream(g);
     if (do_profile) {
-        profile();
+        profile(prof_path);
         g->destroy(g);
         return 0;
     }
     gb_print_header("bench_wna16", reps);
 
     const double copy_gbs = gb_copy_gbs(stream, reps);
-    if (do_sweep || do_groups) {
+    if (do_sweep || do_groups || do_slices) {
         if (do_sweep)
             sweep(copy_gbs);
+        else if (do_slices)
+            slice_sweep(copy_gbs);
         else
             bench_groups(copy_gbs);
         g->destroy(g);
@@ -382,7 +483,7 @@ int main(int argc, char **argv)
     enum { NCFG = sizeof cfgs / sizeof cfgs[0] };
     enum { NDM = 4 };
     static const int decode_M[NDM] = {1, 4, 16, 64}, prefill_M[] = {128, 512};
-    char lines[3][NCFG][NDM][192];
+    char lines[3][NCFG][NDM][224];
 
     for (int s = 0; s < 3; s++) {
         struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_AUTO};
@@ -399,21 +500,26 @@ int main(int argc, char **argv)
             wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
             for (int mi = 0; mi < NDM; mi++) {
                 B.M = decode_M[mi];
+                B.path = WNA16_AUTO;
+                const float ta = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                const float tl = gb_time_calls(stream, run_q, &B, B.nq, reps, 0); /* host launches */
                 B.path = WNA16_STREAM;
                 const float ts = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
-                const float tl = gb_time_calls(stream, run_q, &B, B.nq, reps, 0); /* host launches */
+                B.path = WNA16_SLICE;
+                const float tsl = path_takes(&B) ? gb_time_calls(stream, run_q, &B, B.nq, reps, 1) : NAN;
                 B.path = WNA16_GEMV;
                 const float tg = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
                 B.path = WNA16_MMA;
                 const float tm = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
-                const double gbs = (double)(cb + pb) / (ts * 1e-3) / 1e9;
+                const double gbs = (double)(cb + pb) / (ta * 1e-3) / 1e9;
                 if (c == 0)
                     td[mi] = gb_time_calls(stream, run_dense, &B, B.nd, reps, 1);
                 const double dgbs = (double)B.N * B.K * 2 / (td[mi] * 1e-3) / 1e9;
                 snprintf(lines[s][c][mi], sizeof lines[s][c][mi],
-                         "%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f | %8.2f | %8.2f %7.0f | %6.2fx %6.2fx", sh,
-                         cfgs[c].name, B.M, ts * 1e3, gbs, 100.0 * gbs / copy_gbs, tl * 1e3, tg * 1e3, tm * 1e3,
-                         td[mi] * 1e3, dgbs, td[mi] / ts, td[mi] / tg);
+                         "%-13s %-10s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f | %8.2f | %8.2f | %8.2f | %8.2f %7.0f | "
+                         "%6.2fx %6.2fx",
+                         sh, cfgs[c].name, B.M, ta * 1e3, gbs, 100.0 * gbs / copy_gbs, tl * 1e3, ts * 1e3, tsl * 1e3,
+                         tg * 1e3, tm * 1e3, td[mi] * 1e3, dgbs, td[mi] / ta, td[mi] / tg);
                 printf("%s\n", lines[s][c][mi]);
                 fflush(stdout);
             }
@@ -449,13 +555,14 @@ int main(int argc, char **argv)
         g->free(g, B.x);
         g->free(g, B.y);
     }
-    printf("\ndecode (fp16), copy %.0f GB/s: us per call (graph replay) of the stream kernel (AUTO's choice);\n"
-           "GB/s of weight bytes read (codes + scales/zeros) and %% of copy; launch = the same calls launched one\n"
-           "by one from the host; ring = round 2's GEMV kernel; mma = the first kernel; cuBLAS on the dense fp16\n"
-           "weight (GB/s of its fp16 bytes); speedup = cuBLAS / stream, cuBLAS / ring\n",
+    printf("\ndecode (fp16), copy %.0f GB/s: us per call (graph replay) of AUTO's choice; GB/s of weight bytes\n"
+           "read (codes + scales/zeros) and %% of copy; launch = the same calls launched one by one from the host;\n"
+           "stream, slice (nan: not taken), ring = round 2's GEMV, mma = the first kernel, each forced; cuBLAS on\n"
+           "the dense fp16 weight (GB/s of its fp16 bytes); speedup = cuBLAS / auto, cuBLAS / ring\n",
            copy_gbs);
-    printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s | %8s | %8s %7s | %7s %7s\n", "K->N", "weight", "M", "stream",
-           "GB/s", "%copy", "launch", "ring us", "mma us", "cuBLAS", "GB/s", "speedup", "ring");
+    printf("%-13s %-10s %3s | %8s %7s %5s | %8s | %8s | %8s | %8s | %8s | %8s %7s | %7s %7s\n", "K->N", "weight", "M",
+           "auto", "GB/s", "%copy", "launch", "stream", "slice", "ring us", "mma us", "cuBLAS", "GB/s", "speedup",
+           "ring");
     for (int s = 0; s < 3; s++)
         for (int c = 0; c < NCFG; c++)
             for (int mi = 0; mi < NDM; mi++)

@@ -3,7 +3,7 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice | final.
+# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice | slicekernel | final.
 # Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
@@ -54,6 +54,25 @@ if [ "$PART" = final ]; then
   TAIL=0 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
   say "realquant e2e: $(grep -c '^ok' "$OUT/realquant_e2e.log") ok, $(grep -c '^FAIL' "$OUT/realquant_e2e.log") FAIL"
   TAIL=8 step bench_groups "$B/tests/bench_wna16" 30 groups
+fi
+if [ "$PART" = slicekernel ]; then
+  # Fourth session: the slice kernel (W4A16 at 2-64 rows) in the decode of
+  # an 8-layer slice of the 7B shape, batch 1-64, against the build before
+  # it (OLD_EVAL=path to its llmq-eval), twice interleaved; then the checks.
+  TAIL=1 step test_wna16 "$B/tests/test_wna16"
+  grep -hE "^FAIL" "$OUT/test_wna16.log" | head -n 10 | tee -a "$S"
+  step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
+  "$B/llmq-gptq" --model /tmp/s7b8 --force --quiet --device cuda --method rtn --bits 4 --group 128 -o /tmp/s7b8-w4 > "$OUT/q4.log" 2>&1
+  DEC="--text $WK --decode --device cuda --dtype f16 --quiet --prompt 128 --steps 64 --decode-batch 1,4,8,16,32,64"
+  for rep in 1 2; do
+    TAIL=7 step dec_w4_new_$rep "$B/llmq-eval" --model /tmp/s7b8-w4 --real $DEC
+    [ -n "${OLD_EVAL:-}" ] && TAIL=7 step dec_w4_old_$rep "$OLD_EVAL" --model /tmp/s7b8-w4 --real $DEC
+  done
+  TAIL=7 step dec_fp16 "$B/llmq-eval" --model /tmp/s7b8 $DEC
+  for f in "$OUT"/dec_*.log; do # tokens/s at batch 1 / 4 / 8 / 16 / 32 / 64
+    say "$(basename "$f" .log): $(awk '$1 ~ /^[0-9]+$/ {printf "%s ", $2}' "$f")"
+  done
+  exit 0
 fi
 if [ "$PART" = slice ] || [ "$PART" = final ]; then
   # Decode of an 8-layer slice of the 7B shape: each scheme with q/k/v and

@@ -209,6 +209,7 @@ static void report(int ok, const char *what, double err)
 static const char *path_name(int path)
 {
     return path == WNA16_STREAM    ? "stream"
+           : path == WNA16_SLICE   ? "slice"
            : path == WNA16_GEMV    ? "gemv"
            : path == WNA16_MMA     ? "mma"
            : path == WNA16_DENSE   ? "dense"
@@ -540,6 +541,7 @@ static void check_errors(llmq_backend *b)
         report(wna16_linear_path(w, b, NULL, NULL, 4, WNA16_SCRATCH) != 0, "error: scratch path without one", 0);
         report(wna16_linear(w, b, NULL, NULL, 0) == 0, "M = 0 is a no-op", 0);
         report(wna16_linear_path(w, b, NULL, NULL, 4, 99) != 0, "error: unknown path", 0);
+        report(wna16_linear_path(w, b, NULL, NULL, 4, WNA16_SLICE) != 0, "error: slice path refuses a one-chunk K", 0);
         llmq_backend *f32 = NULL;
         if (llmq_backend_cuda(&f32, 0, LLMQ_F32) == 0) {
             report(wna16_linear(w, f32, NULL, NULL, 4) != 0, "error: F32 backend refused", 0);
@@ -550,6 +552,17 @@ static void check_errors(llmq_backend *b)
             report(wna16_linear(w, cpu, NULL, NULL, 4) != 0, "error: CPU backend refused", 0);
             cpu->destroy(cpu);
         }
+        wna16_free(w);
+    }
+    gptq_free(&t);
+    /* act-order: the slice kernel stages x in the checkpoint's order */
+    make_random(&t, 1024, 64, 4, 128, 1, 1, 0);
+    w = NULL;
+    if (wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 1024, 64, 4, 0)) {
+        printf("FAIL error checks: prepare: %s\n", llmq_last_error());
+        n_fail++;
+    } else {
+        report(wna16_linear_path(w, b, NULL, NULL, 4, WNA16_SLICE) != 0, "error: slice path refuses act-order", 0);
         wna16_free(w);
     }
     gptq_free(&t);
@@ -598,9 +611,9 @@ int main(int argc, char **argv)
      * a short last tile group (N = 200, 40, 52: not multiples of 64), K not
      * a multiple of the chunk (1000, 172), M across the 8- and 16-row tiles. */
     static const wna16_gemv_tuning tunes[] = {
-        {0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {8, 64, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0},
-        {3, 0, 2, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 8, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 8, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 0, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0}, {2, 0, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+        {0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {8, 64, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {3, 0, 2, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 8, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 8, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {0, 0, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {2, 0, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
     };
     static const int gemv_only[] = {WNA16_GEMV};
     for (int ti = 0; ti < (int)(sizeof tunes / sizeof tunes[0]); ti++) {
@@ -653,6 +666,39 @@ int main(int argc, char **argv)
         if (!small) {
             run_case(bf16, (cfg){0, 0, 4096, 200, 4, 32, 0, 1, 1}, (const int[]){1, 12}, 2, stream_only, 1, 0);
             run_case(f16, (cfg){0, 0, 11008, 4096, 4, 128, 1, 0, 0}, (const int[]){1, 16}, 2, stream_only, 1, 0);
+        }
+    }
+    wna16_gemv_tune(NULL);
+    /* The slice kernel (static groups of whole chunks): its planned split
+     * and forced ones (one tile of one warp over all of K; 16 tiles of one
+     * warp in 8 K slices; 2 tiles of 4 warps in 2 slices; W rounded before
+     * the mma, without PDL), 8-row and 16-row tiles, a second row block
+     * (M = 17, 33), N not a multiple of the block's tiles, K with a short
+     * last slice (11008 = 172 chunks), every flush unit (1, 2, 4 chunks;
+     * one group; groups of 8 chunks), bf16. (4-bit groups of 32 are half a
+     * chunk: not the slice kernel's; check_errors.) */
+    static const wna16_gemv_tuning ltunes[] = {
+        {0}, {.slice_tb = 1, .slice_wpt = 1, .slice_ks = 1}, {.slice_tb = 16, .slice_wpt = 1, .slice_ks = 8},
+        {.slice_tb = 2, .slice_wpt = 4, .slice_ks = 2}, {.exact_dequant = 1, .no_pdl = 1}};
+    static const int slice_only[] = {WNA16_SLICE};
+    for (int ti = 0; ti < (int)(sizeof ltunes / sizeof ltunes[0]); ti++) {
+        const wna16_gemv_tuning *tu = &ltunes[ti];
+        printf("-- slice tuning: tiles %d, warps per tile %d, K slices %d, exact_dequant %d, no_pdl %d\n",
+               tu->slice_tb, tu->slice_wpt, tu->slice_ks, tu->exact_dequant, tu->no_pdl);
+        wna16_gemv_tune(tu);
+        run_case(f16, (cfg){0, 0, 1024, 200, 4, 128, 1, 0, 0}, (const int[]){1, 2, 3, 8, 9, 16, 17, 33}, 8, slice_only,
+                 1, 0);
+        run_case(f16, (cfg){1, 0, 256, 40, 8, 32, 0, 0, 1}, (const int[]){3, 16}, 2, slice_only, 1, 0);
+        run_case(f16, (cfg){1, 0, 2048, 96, 4, 64, 0, 0, 1}, (const int[]){5, 12}, 2, slice_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 1024, 80, 8, 64, 1, 0, 0}, (const int[]){4, 16}, 2, slice_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 1536, 48, 8, 128, 0, 0, 1}, (const int[]){7, 13}, 2, slice_only, 1, 0);
+        run_case(f16, (cfg){1, 0, 4096, 200, 8, -1, 1, 0, 0}, (const int[]){2, 16}, 2, slice_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 2048, 64, 4, 512, 0, 0, 1}, (const int[]){6, 11}, 2, slice_only, 1, 0);
+        run_case(bf16, (cfg){0, 0, 2048, 200, 4, 64, 0, 0, 1}, (const int[]){3, 16}, 2, slice_only, 1, 0);
+        run_case(bf16, (cfg){1, 0, 1024, 72, 8, 32, 1, 0, 0}, (const int[]){9}, 1, slice_only, 1, 0);
+        if (!small) {
+            run_case(f16, (cfg){0, 0, 11008, 4096, 4, 128, 1, 0, 0}, (const int[]){4, 16}, 2, slice_only, 1, 0);
+            run_case(f16, (cfg){1, 0, 4096, 11008, 4, 128, 0, 0, 1}, (const int[]){16}, 1, slice_only, 1, 0);
         }
     }
     wna16_gemv_tune(NULL);

@@ -1,0 +1,595 @@
+/* The slice GEMV: W4A16 / W8A16 at a few rows (path WNA16_SLICE; AUTO's
+ * choice from WNA16_SLICE_MIN_M to WNA16_SLICE_MAX_M rows: kernels/wna16.h).
+ *
+ * Why a third decode kernel. The streaming GEMV (kernels/wna16_stream.cu)
+ * owns one 16-channel tile and all of K per block, and stages x in shared
+ * memory only at M = 1: 16 rows of K = 11008 are 344 KB. Above one row it
+ * reads x from global memory per k-step, and from M = 4 on it loses to the
+ * ring GEMV, which itself reaches only 1.3-1.8x cuBLAS fp16 at M = 16 on the
+ * H100 (kernels/WNA16_NOTES.md). Here a block owns a slice of K (nch chunks)
+ * and tb tiles, and stages x for the slice once, 8 * MT rows, permuted as
+ * the M = 1 kernel does it so that a lane's B fragments of a chunk are 16-
+ * byte shared loads; the block's tb tiles share that staging (x costs
+ * 4 / tb of the weight bytes at 16 rows and 4 bits), and each warp streams
+ * its run of one tile's chunks into registers with two batches in flight,
+ * as the stream kernel does, feeding every A fragment to MT mma (one per 8
+ * rows). The ks slices of K of the same tiles form a thread-block cluster
+ * and add their sums through distributed shared memory in a fixed order:
+ * deterministic, no workspace, no atomics (the ring kernel's reduction).
+ *
+ * Scope: static groups of whole chunks and K a multiple of the batch (the
+ * stream kernel's FAST weights: GPTQ g32..g128 and per-channel checkpoints
+ * of real shapes); act-order and odd shapes stay on the ring kernel
+ * (wna16_slice_usable says no). fp16 folds the zero point per group as the
+ * stream kernel does (the mma takes the codes as 1024 + q, and the group's
+ * x sums, per row, come from the staging); bf16 and the exact_dequant knob
+ * round W to dt before the mma. M > 8 * MT takes further row blocks along
+ * the grid's y, each staging its own rows.
+ *
+ * Shared memory of a block: the staged x [8 MT rows][xstride words], its
+ * flush-unit sums (fold), each warp's scales; the warps' and the tiles'
+ * sums reuse the staging at the end. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cooperative_groups.h>
+
+#include <type_traits>
+
+#include "kernels/wna16_internal.cuh"
+
+namespace cg = cooperative_groups;
+
+#define SL_U 4          /* chunks per batch */
+#define SL_D 2          /* batches in flight per warp: a ring of SL_D * SL_U chunks per warp in shared memory */
+#define SL_MAX_WARPS 32 /* per block (1024 threads: <= 64 registers) */
+#define SL_MAX_TB 32    /* tiles per block */
+
+struct SlArgs {
+    const int4 *wq;
+    const uint2 *sz;
+    int M, K, N, ng, nkc, ntiles;
+    int tb, wpt, ks; /* tiles per block, warps per tile, K slices (cluster size) */
+    int nch, cpw;    /* chunks per slice, per warp run (multiples of SL_U) */
+    int gshift;      /* chunk kc is in scale group kc >> gshift (30: one group) */
+    int gspan;       /* most groups one warp's run touches */
+    int xstride;     /* words per staged row of x (padded against bank conflicts) */
+    int units;       /* fold: flush units per slice (x sums per row) */
+    int off_sums, off_sz, off_ring; /* byte offsets in shared memory */
+};
+
+/* Words of a staged x row: nch chunks of KC / 2 words, plus a pad that puts
+ * rows g and g + 1 (the two rows of a quarter warp's 16-byte loads) on
+ * different banks. */
+static int sl_xstride(int bits, int nch) { return bits == 4 ? nch * 32 + 4 : nch * 16 + 16; }
+
+template <typename T, int BITS, int MT, int FG, bool FOLD>
+__global__ void __launch_bounds__(SL_MAX_WARPS * 32)
+    wna16_slice_kernel(T *__restrict__ y, const T *__restrict__ x, const SlArgs a)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int KC = Cfg<BITS>::KC, STEPS = Cfg<BITS>::STEPS, XW = KC / 2, CPG = 1 << FG, R = 8 * MT;
+    constexpr int G8 = (KC << FG) / 8; /* 16-byte pieces of an x row per flush unit (<= 32) */
+    static_assert(CPG <= SL_U, "a batch holds whole flush units");
+    static_assert(!FOLD || std::is_same<T, __half>::value, "the fold: fp16");
+    extern __shared__ __align__(16) unsigned char sl_sm[];
+    cg::cluster_group cl = cg::this_cluster();
+    const int ks = (int)cl.block_rank(); /* cluster dims (a.ks, 1, 1): the K slice */
+    const int tg = blockIdx.x / a.ks, m0 = blockIdx.y * R;
+    const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
+    const int ti = warp / a.wpt, nt = tg * a.tb + ti;
+    const int sc0 = ks * a.nch, sc1 = sc0 + a.nch < a.nkc ? sc0 + a.nch : a.nkc;
+    const int kc0 = sc0 + (warp - ti * a.wpt) * a.cpw;
+    const int kc1 = nt >= a.ntiles ? kc0 : kc0 + a.cpw < sc1 ? kc0 + a.cpw : sc1; /* kc1 <= kc0: no work */
+    const int4 *wt = a.wq + (size_t)(nt < a.ntiles ? nt : 0) * a.nkc * 32 + lane;
+    const uint32_t *xw = reinterpret_cast<const uint32_t *>(sl_sm);
+    const float *xg = reinterpret_cast<const float *>(sl_sm + a.off_sums);
+    uint2 *szw = reinterpret_cast<uint2 *>(sl_sm + a.off_sz) + (size_t)warp * a.gspan * 8;
+
+    /* The codes travel by cp.async into the warp's ring in shared memory,
+     * SL_D batches ahead, each lane its own 16 bytes per chunk (so no lane
+     * waits on another): more bytes in flight per warp than registers
+     * would hold, and 16 registers for the batch being computed instead of
+     * 32 for two. One commit group per batch, empty past the run, so that
+     * "batch b has landed" is always wait_group(SL_D - 1). */
+    int4 *ring = reinterpret_cast<int4 *>(sl_sm + a.off_ring) + (size_t)warp * (SL_D * SL_U * 32) + lane;
+    const int nb = kc1 > kc0 ? (kc1 - kc0) / SL_U : 0; /* runs are whole batches */
+    auto issue = [&](int b) {
+        int4 *d = ring + (b % SL_D) * (SL_U * 32);
+        const int4 *src = wt + (size_t)(kc0 + b * SL_U) * 32;
+#pragma unroll
+        for (int u = 0; u < SL_U; u++)
+            cp_async16(d + u * 32, src + u * 32);
+    };
+#pragma unroll
+    for (int b = 0; b < SL_D; b++) {
+        if (b < nb)
+            issue(b);
+        cp_async_commit();
+    }
+    /* The run's scales while the codes travel. */
+    int glo = 0;
+    if (kc1 > kc0) { /* warp-uniform */
+        int ghi = (kc1 - 1) >> a.gshift;
+        glo = kc0 >> a.gshift;
+        ghi = ghi < a.ng ? ghi : a.ng - 1;
+        glo = glo < a.ng ? glo : a.ng - 1;
+        tile_scales_stage(szw, a.sz, glo, ghi - glo + 1, a.ntiles, nt, lane);
+    }
+    /* x and y belong to the kernel before until this returns (a no-op
+     * without programmatic dependent launch). */
+    pdl_wait();
+    pdl_trigger();
+
+    /* Stage rows m0 .. m0 + R - 1 of the slice's x (zeros past M): piece p
+     * (words 4p .. 4p + 3 of the row's slice, one per t) of chunk c goes to
+     * word c * XW + t * (XW / 4) + j, so that lane t's B words of a chunk
+     * (j = 2 s, 2 s + 1 for k-step s) are contiguous. The fold's x sums per
+     * row and flush unit are added here, in a fixed order. */
+    {
+        constexpr int XU = 4; /* 16-byte loads in flight per thread */
+        const int P = (sc1 - sc0) * (KC / 8), n = R * P; /* P is a multiple of G8 (slices are whole units) */
+        const uint4 *x4 = reinterpret_cast<const uint4 *>(x) + (size_t)sc0 * (KC / 8);
+        uint32_t *xs = reinterpret_cast<uint32_t *>(sl_sm);
+        float *sums = reinterpret_cast<float *>(sl_sm + a.off_sums);
+        for (int i0 = warp * 32; i0 < n; i0 += blockDim.x * XU) {
+            uint4 v[XU];
+#pragma unroll
+            for (int u = 0; u < XU; u++) {
+                const int i = i0 + u * blockDim.x + lane, row = i / P;
+                v[u] = i < n && m0 + row < a.M ? __ldg(x4 + (size_t)(m0 + row) * (a.K / 8) + (i - row * P))
+                                               : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < XU; u++) {
+                if (i0 + u * blockDim.x >= n) /* warp-uniform */
+                    break;
+                const int i = i0 + u * blockDim.x + lane, row = i / P, p = i - row * P;
+                if (i < n) {
+                    const int c = (4 * p) / XW, j = (4 * p) % XW / 4;
+                    uint32_t *d = xs + row * a.xstride + c * XW + j;
+                    d[0] = v[u].x;
+                    d[XW / 4] = v[u].y;
+                    d[2 * (XW / 4)] = v[u].z;
+                    d[3 * (XW / 4)] = v[u].w;
+                }
+                if constexpr (FOLD) {
+                    const float2 f0 = __half22float2(as_h2(v[u].x)), f1 = __half22float2(as_h2(v[u].y)),
+                                 f2 = __half22float2(as_h2(v[u].z)), f3 = __half22float2(as_h2(v[u].w));
+                    float sum = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
+#pragma unroll
+                    for (int o = G8 / 2; o >= 1; o >>= 1)
+                        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+                    if (i < n && lane % G8 == 0)
+                        sums[row * a.units + p / G8] = sum;
+                }
+            }
+        }
+    }
+    __syncthreads();
+
+    /* acc: the output fragments, one per 8 rows (c0, c1: channel gl, rows
+     * 2t, 2t + 1; c2, c3: channel gl + 8). accg (fold): the current flush
+     * unit's sums of x * (1024 + q) (or 1024 + 16 q). */
+    float acc[MT][4], accg[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            acc[mt][c] = accg[mt][c] = 0.0f;
+    using Dq = typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, true>>::type;
+    Dq dq;
+    dq.init();
+    int gsz = 0, unit = 0; /* the scales' group (relative to glo); the flush unit within the slice */
+    auto flush = [&]() {
+        if constexpr (FOLD) {
+            float sf[2], zc[2];
+            GvDeqFold<BITS>::corr(szw[gsz * 8 + gl], sf, zc);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const float X = xg[(mt * 8 + 2 * t + (c & 1)) * a.units + unit];
+                    acc[mt][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], X, accg[mt][c]), acc[mt][c]);
+                    accg[mt][c] = 0.0f;
+                }
+        }
+    };
+    auto compute = [&](const int4 (&w)[SL_U], int kcb) {
+#pragma unroll
+        for (int u = 0; u < SL_U; u++) {
+            const int kc = kcb + u;
+            const uint32_t wd[4] = {(uint32_t)w[u].x, (uint32_t)w[u].y, (uint32_t)w[u].z, (uint32_t)w[u].w};
+            if (u % CPG == 0) { /* compile-time: a flush unit starts */
+                unit = (kc - sc0) >> FG;
+                gsz = (kc >> a.gshift) - glo;
+                dq.set(szw[gsz * 8 + gl]);
+            }
+            uint32_t xv[MT][2 * STEPS]; /* this lane's B words of the chunk, per 8 rows */
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const uint4 *p = reinterpret_cast<const uint4 *>(xw + (mt * 8 + gl) * a.xstride + (kc - sc0) * XW +
+                                                                 t * (XW / 4));
+#pragma unroll
+                for (int h = 0; h < XW / 16; h++) {
+                    const uint4 v = p[h];
+                    xv[mt][4 * h] = v.x;
+                    xv[mt][4 * h + 1] = v.y;
+                    xv[mt][4 * h + 2] = v.z;
+                    xv[mt][4 * h + 3] = v.w;
+                }
+            }
+#pragma unroll
+            for (int s = 0; s < STEPS; s++) {
+                uint32_t af[4];
+                dq.frag(wd, s, af);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    mma16816<T>(FOLD ? accg[mt] : acc[mt], af, xv[mt][2 * s], xv[mt][2 * s + 1]);
+            }
+            if (u % CPG == CPG - 1) /* compile-time: the unit ends */
+                flush();
+        }
+    };
+    /* Batch b from its slot, then the slot refilled with batch b + SL_D
+     * (after the compute has consumed the registers, so that the copy
+     * cannot overtake the shared loads). */
+    for (int b = 0; b < nb; b++) {
+        cp_async_wait<SL_D - 1>();
+        int4 w[SL_U];
+        const int4 *src = ring + (b % SL_D) * (SL_U * 32);
+#pragma unroll
+        for (int u = 0; u < SL_U; u++)
+            w[u] = src[u * 32];
+        compute(w, kc0 + b * SL_U);
+        if (b + SL_D < nb)
+            issue(b + SL_D);
+        cp_async_commit();
+    }
+
+    /* The warps of each tile, summed in warp order, then the cluster's K
+     * slices through distributed shared memory in rank order; rank ks
+     * writes its share of the block's outputs. */
+    __syncthreads(); /* the staging is free (no copy is in flight: the groups after the run's last are empty) */
+    float4 *red = reinterpret_cast<float4 *>(sl_sm); /* [nw][MT][32 lanes] */
+    float *part = reinterpret_cast<float *>(sl_sm + (size_t)nw * MT * 512); /* [tb][MT * 128] */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        red[(warp * MT + mt) * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
+    __syncthreads();
+    const float *rf = reinterpret_cast<const float *>(red);
+    const int E = a.tb * MT * 128;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        const int tl = e / (MT * 128), r = e - tl * (MT * 128);
+        float v = 0.0f;
+        for (int wp = 0; wp < a.wpt; wp++)
+            v += rf[(tl * a.wpt + wp) * (MT * 128) + r];
+        part[e] = v;
+    }
+    cl.sync();
+    const int per = (E + a.ks - 1) / a.ks, e1 = (ks + 1) * per < E ? (ks + 1) * per : E;
+    for (int e = ks * per + threadIdx.x; e < e1; e += blockDim.x) {
+        float v = 0.0f;
+        for (int q = 0; q < a.ks; q++)
+            v += cl.map_shared_rank(part, q)[e];
+        const int tl = e / (MT * 128), r = e - tl * (MT * 128);
+        const int c = r & 3, ln = (r >> 2) & 31, mt = r >> 7;
+        const int n = (tg * a.tb + tl) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
+        if (m < a.M && n < a.N)
+            y[(size_t)m * a.N + n] = from_f32<T>(v);
+    }
+    cl.sync(); /* keep this block's part alive until the cluster has read it */
+#else
+    (void)y;
+    (void)x;
+    (void)a;
+    __trap(); /* the host launches it on compute capability >= 9.0 only */
+#endif
+}
+
+/* ---- host side ---- */
+
+static int sl_force_tb, sl_force_wpt, sl_force_ks, sl_no_pdl, sl_exact;
+static int sl_pdl_ok = 1; /* cleared when a launch with programmatic serialization fails */
+
+void wna16_slice_tune_set(int tb, int wpt, int ks, int no_pdl, int exact_dequant)
+{
+    sl_force_tb = tb;
+    sl_force_wpt = wpt;
+    sl_force_ks = ks;
+    sl_no_pdl = no_pdl;
+    sl_exact = exact_dequant;
+}
+
+/* log2 of the chunks per flush unit (the stream kernel's FAST weights:
+ * static groups of 1, 2 or 4 whole chunks, or longer ones flushed every 4
+ * chunks, or one group), or -1 when the kernel does not take the weight. */
+static int sl_unit_shift(const wna16_weight *w)
+{
+    const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, lsteps = w->bits == 4 ? 2 : 1;
+    if (w->use_perm || w->K % KC || w->nkc % SL_U)
+        return -1;
+    if (w->ng == 1)
+        return 2;
+    const int fg = w->spg_shift - lsteps;
+    return w->spg_shift >= 0 && fg >= 0 ? (fg < 2 ? fg : 2) : -1;
+}
+
+static int sl_group_shift(const wna16_weight *w) { return w->ng == 1 ? 30 : w->spg_shift - (w->bits == 4 ? 2 : 1); }
+
+/* Clusters of ks blocks (nw warps, smem bytes each) of kern resident at
+ * once (cudaOccupancyMaxActiveClusters: clusters live inside one GPC, so
+ * this is less than SMs * blocks per SM / ks), remembered per key; 0 when
+ * none fits. Not thread-safe, like the plan memos. */
+static int sl_active_clusters(const void *kern, const cuda_ctx *c, int nw, size_t smem, int ks)
+{
+    struct entry {
+        const void *kern;
+        int device, nw, ks, n;
+        size_t smem;
+    };
+    static entry cache[256];
+    static int used, next;
+    for (int i = 0; i < used; i++)
+        if (cache[i].kern == kern && cache[i].device == c->device && cache[i].nw == nw && cache[i].ks == ks &&
+            cache[i].smem == smem)
+            return cache[i].n;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)ks);
+    cfg.blockDim = dim3((unsigned)(nw * 32));
+    cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = (unsigned)ks;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, kern, &cfg) != cudaSuccess) {
+        cudaGetLastError();
+        n = 0;
+    }
+    entry &e = cache[used < 256 ? used++ : (next++ % 256)];
+    e = entry{kern, c->device, nw, ks, n, smem};
+    return n;
+}
+
+/* The plan: tb tiles (1..32) x wpt warps per tile per block (<= 32
+ * warps), the K split ks (cluster size <= 8) with runs of whole batches,
+ * at least two per warp where K allows. The cost, fitted to a sweep of
+ * the splits on the 7B shapes (bench_wna16 slices, H100;
+ * kernels/WNA16_NOTES.md round 6): waves of resident clusters (asked of
+ * the driver for kern, since a cluster lives inside one GPC; without it,
+ * SMs / ks) x the work of the busiest SM of a wave, its blocks x (the
+ * chunks of codes they stream + the x they stage, in 512-byte units).
+ * Ties go to fewer tiles, warps and slices. The tuning knobs force tb, wpt
+ * or ks where a plan with that value exists, and are ignored where none
+ * does. */
+static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int fold,
+                           const void *kern, int ftb, int fwpt, int fks, wna16_slice_memo *out)
+{
+    const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, R = 8 * mt, gshift = sl_group_shift(w);
+    const long rowblocks = (M + R - 1) / R;
+    double best = -1.0;
+    for (int tb = 1; tb <= SL_MAX_TB; tb++) {
+        if (ftb > 0 && tb != ftb)
+            continue;
+        for (int wpt = 1; tb * wpt <= SL_MAX_WARPS; wpt *= 2) {
+            if (fwpt > 0 && wpt != fwpt)
+                continue;
+            for (int ks = 1; ks <= GV_KS_MAX; ks++) {
+                if (fks > 0 && ks != fks)
+                    continue;
+                const int per = (w->nkc + ks - 1) / ks;
+                const int cpw = ((per + wpt - 1) / wpt + SL_U - 1) / SL_U * SL_U, nch = cpw * wpt;
+                if ((w->nkc + nch - 1) / nch != ks)
+                    continue; /* the same slices as fewer of them */
+                if (cpw < 2 * SL_U && (ks > 1 || wpt > 1) && fks <= 0 && fwpt <= 0)
+                    continue; /* a warp with one batch has nothing to load while it computes */
+                int gspan = 1;
+                for (int kc0 = 0; kc0 < w->nkc; kc0 += cpw) {
+                    const int kc1 = kc0 + cpw < w->nkc ? kc0 + cpw : w->nkc;
+                    int glo = kc0 >> gshift, ghi = (kc1 - 1) >> gshift;
+                    glo = glo < w->ng ? glo : w->ng - 1;
+                    ghi = ghi < w->ng ? ghi : w->ng - 1;
+                    gspan = ghi - glo + 1 > gspan ? ghi - glo + 1 : gspan;
+                }
+                const int nw = tb * wpt, xstride = sl_xstride(w->bits, nch), units = nch >> fg;
+                const size_t xbytes = (size_t)R * xstride * 4;
+                const size_t off_sums = xbytes;
+                const size_t off_sz = (off_sums + (fold ? (size_t)R * units * 4 : 0) + 15) & ~(size_t)15;
+                const size_t off_ring = off_sz + (size_t)nw * gspan * 64;
+                size_t smem = off_ring + (size_t)nw * SL_D * SL_U * 512;
+                const size_t red = (size_t)(nw + tb) * mt * 512;
+                smem = smem > red ? smem : red;
+                if (smem > c->smem_optin)
+                    continue;
+                const int per_wave = kern ? sl_active_clusters(kern, c, nw, smem, ks) : c->num_sms / ks;
+                if (per_wave < 1)
+                    continue;
+                const long clusters = (long)((w->ntiles + tb - 1) / tb) * rowblocks;
+                const long waves = (clusters + per_wave - 1) / per_wave;
+                /* a wave lasts as long as its busiest SM: the blocks it holds x (their codes + x staged) */
+                const long first = (clusters < per_wave ? clusters : per_wave) * ks;
+                const long per_sm = (first + c->num_sms - 1) / c->num_sms;
+                const double cost = (double)waves * per_sm * ((double)nw * cpw + (double)R * nch * KC * 2 / 512.0);
+                if (best < 0 || cost < best - 1e-9) {
+                    best = cost;
+                    *out = wna16_slice_memo{M,        c->device, ftb,   fwpt,     fks,      1,       tb,     wpt,
+                                            ks,       nch,       cpw,   gspan,    xstride,  units,   off_sums, off_sz,
+                                            off_ring, smem,      kern};
+                }
+            }
+        }
+    }
+    return best < 0 ? -1 : 0;
+}
+
+/* sl_plan_compute with the tuning knobs (dropped where no plan has the
+ * forced value), remembered per weight (wna16_weight.sl_memo). */
+static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int fold, const void *kern,
+                   wna16_slice_memo *out)
+{
+    wna16_weight *wm = const_cast<wna16_weight *>(w); /* the memo only */
+    for (const wna16_slice_memo &e : wm->sl_memo)
+        if (e.M == M && e.device == c->device && e.kern == kern && e.ftb == sl_force_tb && e.fwpt == sl_force_wpt &&
+            e.fks == sl_force_ks) {
+            *out = e;
+            return e.ok ? 0 : -1;
+        }
+    int rc = sl_plan_compute(w, c, M, mt, fg, fold, kern, sl_force_tb, sl_force_wpt, sl_force_ks, out);
+    if (rc && (sl_force_tb || sl_force_wpt || sl_force_ks))
+        rc = sl_plan_compute(w, c, M, mt, fg, fold, kern, 0, 0, 0, out);
+    if (rc)
+        *out = wna16_slice_memo{};
+    out->M = M;
+    out->device = c->device;
+    out->kern = kern;
+    out->ftb = sl_force_tb;
+    out->fwpt = sl_force_wpt;
+    out->fks = sl_force_ks;
+    out->ok = rc == 0;
+    wm->sl_memo[wm->sl_memo_next] = *out;
+    wm->sl_memo_next = (wm->sl_memo_next + 1) % 4;
+    return rc;
+}
+
+template <typename T, int BITS, int MT, int FG, bool FOLD>
+static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M, wna16_slice_memo *shown)
+{
+    static int regs; /* per instantiation; asking sets its shared memory limit */
+    cudaError_t re = kernel_regs(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, c, &regs);
+    if (re != cudaSuccess)
+        return re;
+    wna16_slice_memo p;
+    if (sl_plan(w, c, M, MT, FG, FOLD, (const void *)wna16_slice_kernel<T, BITS, MT, FG, FOLD>, &p))
+        return cudaErrorInvalidConfiguration; /* wna16_slice_usable said no: not reached */
+    if (shown)
+        *shown = p;
+    SlArgs a;
+    memset(&a, 0, sizeof a);
+    a.wq = w->wq;
+    a.sz = w->sz;
+    a.M = M;
+    a.K = w->K;
+    a.N = w->N;
+    a.ng = w->ng;
+    a.nkc = w->nkc;
+    a.ntiles = w->ntiles;
+    a.tb = p.tb;
+    a.wpt = p.wpt;
+    a.ks = p.ks;
+    a.nch = p.nch;
+    a.cpw = p.cpw;
+    a.gshift = sl_group_shift(w);
+    a.gspan = p.gspan;
+    a.xstride = p.xstride;
+    a.units = p.units;
+    a.off_sums = (int)p.off_sums;
+    a.off_sz = (int)p.off_sz;
+    a.off_ring = (int)p.off_ring;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((w->ntiles + p.tb - 1) / p.tb * p.ks), (unsigned)((M + 8 * MT - 1) / (8 * MT)));
+    cfg.blockDim = dim3((unsigned)(p.tb * p.wpt * 32));
+    cfg.dynamicSmemBytes = p.smem;
+    cfg.stream = c->stream;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = (unsigned)p.ks;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = sl_pdl_ok && !sl_no_pdl ? 2 : 1;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_slice_kernel<T, BITS, MT, FG, FOLD>, (T *)y, (const T *)x, a);
+    if (e != cudaSuccess && cfg.numAttrs == 2) { /* no PDL here: go on without it */
+        cudaGetLastError();
+        sl_pdl_ok = 0;
+        cfg.numAttrs = 1;
+        e = cudaLaunchKernelEx(&cfg, wna16_slice_kernel<T, BITS, MT, FG, FOLD>, (T *)y, (const T *)x, a);
+    }
+    return e;
+}
+
+template <typename T, int BITS, int MT>
+static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M, wna16_slice_memo *shown)
+{
+    const bool fold = std::is_same<T, __half>::value && !sl_exact;
+    switch (sl_unit_shift(w)) {
+    case 0: return fold ? sl_launch<__half, BITS, MT, 0, true>(w, c, y, x, M, shown)
+                        : sl_launch<T, BITS, MT, 0, false>(w, c, y, x, M, shown);
+    case 1: return fold ? sl_launch<__half, BITS, MT, 1, true>(w, c, y, x, M, shown)
+                        : sl_launch<T, BITS, MT, 1, false>(w, c, y, x, M, shown);
+    case 2: return fold ? sl_launch<__half, BITS, MT, 2, true>(w, c, y, x, M, shown)
+                        : sl_launch<T, BITS, MT, 2, false>(w, c, y, x, M, shown);
+    default: return cudaErrorInvalidValue; /* wna16_slice_usable said no: not reached */
+    }
+}
+
+template <typename T, int BITS>
+static cudaError_t sl_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M, wna16_slice_memo *shown)
+{
+    return M <= 8 ? sl_launch_fg<T, BITS, 1>(w, c, y, x, M, shown) : sl_launch_fg<T, BITS, 2>(w, c, y, x, M, shown);
+}
+
+int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
+{
+    static int major[64]; /* per device, asked once (-1: the query failed) */
+    const int d = c->device >= 0 && c->device < 64 ? c->device : 0;
+    if (!major[d] && cudaDeviceGetAttribute(&major[d], cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
+        cudaGetLastError();
+        major[d] = -1;
+    }
+    const int fg = sl_unit_shift(w), mt = M <= 8 ? 1 : 2;
+    wna16_slice_memo p;
+    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && fg >= 0 && w->K % 8 == 0 &&
+           sl_plan(w, c, M, mt, fg, 1, NULL, &p) == 0;
+}
+
+int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M)
+{
+    if (((uintptr_t)x & 15) || !wna16_slice_usable(w, c, M))
+        return llmq_fail("wna16_linear: the slice kernel takes static groups of whole chunks, K a multiple of %d "
+                         "and x 16-byte aligned (K = %d, %d groups%s)",
+                         SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
+                         w->use_perm ? ", act-order" : "");
+    wna16_slice_memo p = {};
+    cudaError_t e = dt == LLMQ_F16 ? (w->bits == 4 ? sl_launch_mt<__half, 4>(w, c, y, x, M, &p)
+                                                   : sl_launch_mt<__half, 8>(w, c, y, x, M, &p))
+                                   : (w->bits == 4 ? sl_launch_mt<__nv_bfloat16, 4>(w, c, y, x, M, &p)
+                                                   : sl_launch_mt<__nv_bfloat16, 8>(w, c, y, x, M, &p));
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return llmq_fail("wna16_slice_kernel: launch failed (%d tiles x %d warps, %d K slices, %zu bytes of shared "
+                         "memory): %s",
+                         p.tb, p.wpt, p.ks, p.smem, cudaGetErrorString(e));
+    }
+    static int show = -1, last[6]; /* benchmarks: LLMQ_SLICE_PLAN=1 prints each new plan on stderr */
+    if (show < 0)
+        show = getenv("LLMQ_SLICE_PLAN") != NULL;
+    const int key[6] = {w->K, w->N, M, p.tb, p.wpt, p.ks};
+    if (show && memcmp(key, last, sizeof key)) {
+        memcpy(last, key, sizeof key);
+        fprintf(stderr, "slice plan K=%d N=%d M=%d: tb %d wpt %d ks %d nch %d cpw %d smem %zu\n", w->K, w->N, M, p.tb,
+                p.wpt, p.ks, p.nch, p.cpw, p.smem);
+    }
+    return 0;
+}
+
+/* The plan the slice kernel ran for w at M under the current tuning (its
+ * memo; kern != NULL: a launch, not a usability check): 0, or -1 when it
+ * has not run. */
+int wna16_slice_plan_ran(const wna16_weight *w, int M, int *tb, int *wpt, int *ks)
+{
+    for (const wna16_slice_memo &e : w->sl_memo)
+        if (e.M == M && e.kern && e.ok && e.ftb == sl_force_tb && e.fwpt == sl_force_wpt && e.fks == sl_force_ks) {
+            *tb = e.tb;
+            *wpt = e.wpt;
+            *ks = e.ks;
+            return 0;
+        }
+    return -1;
+}
