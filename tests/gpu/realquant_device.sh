@@ -3,7 +3,7 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice | slicekernel | final.
+# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice | slicekernel | prefill7b | final.
 # Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
@@ -54,6 +54,21 @@ if [ "$PART" = final ]; then
   TAIL=0 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
   say "realquant e2e: $(grep -c '^ok' "$OUT/realquant_e2e.log") ok, $(grep -c '^FAIL' "$OUT/realquant_e2e.log") FAIL"
   TAIL=8 step bench_groups "$B/tests/bench_wna16" 30 groups
+fi
+if [ "$PART" = prefill7b ]; then
+  # The end-to-end prefill of the full 7B shape (32 layers), fp16 against
+  # W8A8 (weights quantized per channel at load), twice interleaved: tokens/s
+  # of the whole forward over 8 windows of 2048 tokens, batch 4.
+  step synth_7b "$B/tests/make_synth_model" --out /tmp/s7b --preset 7b --tokenizer "$D/tokenizers/llama-spm" --quiet
+  PF="--text $WK --ctx 2048 --max-windows 8 --batch 4 --device cuda --dtype f16 --json --quiet"
+  for rep in 1 2; do
+    TAIL=0 step prefill7b_fp16_$rep timeout 200 "$B/llmq-eval" --model /tmp/s7b $PF
+    TAIL=0 step prefill7b_w8a8_$rep timeout 240 "$B/llmq-eval" --model /tmp/s7b --real --w8a8 $PF
+  done
+  for f in "$OUT"/prefill7b_*.log; do
+    say "$(basename "$f" .log): $(grep -o '"ppl": [0-9.]*\|"tokens_per_s": [0-9.]*' "$f" | tr '\n' ' ')"
+  done
+  exit 0
 fi
 if [ "$PART" = slicekernel ]; then
   # Fourth session: the slice kernel (W4A16 at 2-64 rows) in the decode of
