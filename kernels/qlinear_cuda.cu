@@ -50,8 +50,8 @@ extern "C" int qlinear_int_cuda(llmq_linear *lin, llmq_backend *b, const llmq_qw
     gptq_pack_scales(q, scales);
     if (wna16_prepare(&w, b, qweight, qzeros, scales, q->g_idx, q->in, q->out, q->bits, 1))
         goto done;
-    if (scratch && scratch->p)
-        wna16_set_scratch(w, scratch->p, scratch->bytes); /* AUTO: GEMV for decode, dequant + cuBLAS beyond */
+    if (scratch && scratch->p) /* AUTO: the GEMV kernels up to 64 rows, dequant + cuBLAS beyond */
+        wna16_set_scratch(w, scratch->p, scratch->bytes);
     lin->ctx = w, lin->forward = wna16_forward, lin->forward_group = wna16_forward_group, lin->free_ctx = wna16_free_ctx;
     rc = 0;
 done:

@@ -106,7 +106,15 @@ extern "C" {
 
 typedef struct wna16_weight wna16_weight;
 
-enum { WNA16_AUTO = 0, WNA16_MMA = 1, WNA16_DENSE = 2, WNA16_SCRATCH = 3, WNA16_GEMV = 4, WNA16_STREAM = 5, WNA16_SLICE = 6 };
+enum {
+    WNA16_AUTO = 0,
+    WNA16_MMA = 1,
+    WNA16_DENSE = 2,
+    WNA16_SCRATCH = 3,
+    WNA16_GEMV = 4,
+    WNA16_STREAM = 5,
+    WNA16_SLICE = 6
+};
 
 /* AUTO's largest M for the STREAM and GEMV paths (docs/BENCHMARKS_KERNELS.md:
  * STREAM stages x in shared memory only at M = 1, and loses to GEMV above). */

@@ -457,7 +457,8 @@ static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int 
 }
 
 template <typename T, int BITS, int MT, int FG, bool FOLD>
-static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M, wna16_slice_memo *shown)
+static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
+                             wna16_slice_memo *shown)
 {
     static int regs; /* per instantiation; asking sets its shared memory limit */
     cudaError_t re = kernel_regs(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, c, &regs);
@@ -515,7 +516,8 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
 }
 
 template <typename T, int BITS, int MT>
-static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M, wna16_slice_memo *shown)
+static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
+                                wna16_slice_memo *shown)
 {
     const bool fold = std::is_same<T, __half>::value && !sl_exact;
     switch (sl_unit_shift(w)) {
@@ -530,7 +532,8 @@ static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *
 }
 
 template <typename T, int BITS>
-static cudaError_t sl_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M, wna16_slice_memo *shown)
+static cudaError_t sl_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
+                                wna16_slice_memo *shown)
 {
     return M <= 8 ? sl_launch_fg<T, BITS, 1>(w, c, y, x, M, shown) : sl_launch_fg<T, BITS, 2>(w, c, y, x, M, shown);
 }
