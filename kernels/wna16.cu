@@ -573,18 +573,7 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
             v += rf[w * E + e];
         part[e] = v;
     }
-    cl.sync();
-    const int per = (E + a.ks - 1) / a.ks, e1 = (ks + 1) * per < E ? (ks + 1) * per : E;
-    for (int e = ks * per + tid; e < e1; e += GV_THREADS) {
-        float v = 0.0f;
-        for (int q = 0; q < a.ks; q++)
-            v += cl.map_shared_rank(part, q)[e];
-        const int c = e & 3, ln = (e >> 2) & 31, mt = (e >> 7) % MT, tb = (e >> 7) / MT;
-        const int n = (t0 + tb) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
-        if (m < a.M && n < a.N)
-            y[(size_t)m * a.N + n] = from_f32<T>(v);
-    }
-    cl.sync(); /* keep this block's part alive until the cluster has read it */
+    cluster_sum_store<T, MT>(part, E, ks, a.ks, tid, GV_THREADS, t0, m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;

@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include <cooperative_groups.h>
+
 #include "kernels/cuda_common.cuh"
 
 extern "C" {
@@ -363,6 +365,60 @@ __device__ __forceinline__ void tile_scales_stage(uint2 *dst, const uint2 *sz, i
                 dst[i] = v[j];
         }
     }
+}
+
+/* x staged in shared memory in fragment order (the stream kernel at M = 1,
+ * the slice kernel): 16-byte piece p of a row (its words 4p .. 4p + 3, one
+ * for each t of a quad) goes to word t * (XW / 4) + j of its chunk's XW
+ * words, j = (4p mod XW) / 4, so that lane t's B words of a chunk (t + 4j
+ * in the row, j = 2s and 2s + 1 for k-step s) are contiguous. */
+template <int XW> __device__ __forceinline__ void xs_store_piece(uint32_t *row, int p, uint4 v)
+{
+    uint32_t *d = row + (4 * p) / XW * XW + (4 * p) % XW / 4;
+    d[0] = v.x;
+    d[XW / 4] = v.y;
+    d[2 * (XW / 4)] = v.z;
+    d[3 * (XW / 4)] = v.w;
+}
+
+/* The sum of piece v's 8 halves, then of the G8 lanes that hold one flush
+ * unit's pieces (lanes G8-aligned; every lane of the warp takes part), in
+ * fp32 and a fixed order: the fold's group sums of x. */
+template <int G8> __device__ __forceinline__ float xs_unit_sum(uint4 v)
+{
+    const float2 f0 = __half22float2(as_h2(v.x)), f1 = __half22float2(as_h2(v.y)), f2 = __half22float2(as_h2(v.z)),
+                 f3 = __half22float2(as_h2(v.w));
+    float sum = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
+#pragma unroll
+    for (int o = G8 / 2; o >= 1; o >>= 1)
+        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+    return sum;
+}
+
+/* The end of a K-split GEMV whose K slices form a thread-block cluster of
+ * nks blocks (ring and slice kernels, compute capability 9.0): part[e],
+ * e < E, holds this block's sums in fragment order (per tile tl and row
+ * tile mt, e >> 7 = tl * MT + mt, then 32 lanes x 4 accumulators); the
+ * slices are added in rank order through distributed shared memory, and
+ * rank ks writes its share of the outputs (tiles from t0, rows from m0) to
+ * y [M, N]. Threads tid of nthreads; every thread of the cluster calls it. */
+template <typename T, int MT>
+__device__ __forceinline__ void cluster_sum_store(float *part, int E, int ks, int nks, int tid, int nthreads, int t0,
+                                                  int m0, int M, int N, T *y)
+{
+    cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
+    cl.sync();
+    const int per = (E + nks - 1) / nks, e1 = (ks + 1) * per < E ? (ks + 1) * per : E;
+    for (int e = ks * per + tid; e < e1; e += nthreads) {
+        float v = 0.0f;
+        for (int q = 0; q < nks; q++)
+            v += cl.map_shared_rank(part, q)[e];
+        const int c = e & 3, ln = (e >> 2) & 31, mt = (e >> 7) % MT, tl = (e >> 7) / MT;
+        const int n = (t0 + tl) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
+        if (m < M && n < N)
+            y[(size_t)m * N + n] = from_f32<T>(v);
+    }
+    cl.sync(); /* keep this block's part alive until the cluster has read it */
 }
 
 /* Registers per thread of kern, read once per kernel (*regs caches it, 0

@@ -74,8 +74,7 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
     static_assert(CPG <= SL_U, "a batch holds whole flush units");
     static_assert(!FOLD || std::is_same<T, __half>::value, "the fold: fp16");
     extern __shared__ __align__(16) unsigned char sl_sm[];
-    cg::cluster_group cl = cg::this_cluster();
-    const int ks = (int)cl.block_rank(); /* cluster dims (a.ks, 1, 1): the K slice */
+    const int ks = (int)cg::this_cluster().block_rank(); /* cluster dims (a.ks, 1, 1): the K slice */
     const int tg = blockIdx.x / a.ks, m0 = blockIdx.y * R;
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
     const int ti = warp / a.wpt, nt = tg * a.tb + ti;
@@ -122,11 +121,9 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
     pdl_wait();
     pdl_trigger();
 
-    /* Stage rows m0 .. m0 + R - 1 of the slice's x (zeros past M): piece p
-     * (words 4p .. 4p + 3 of the row's slice, one per t) of chunk c goes to
-     * word c * XW + t * (XW / 4) + j, so that lane t's B words of a chunk
-     * (j = 2 s, 2 s + 1 for k-step s) are contiguous. The fold's x sums per
-     * row and flush unit are added here, in a fixed order. */
+    /* Stage rows m0 .. m0 + R - 1 of the slice's x (zeros past M) in
+     * fragment order (xs_store_piece), and the fold's x sums per row and
+     * flush unit. */
     {
         constexpr int XU = 4; /* 16-byte loads in flight per thread */
         const int P = (sc1 - sc0) * (KC / 8), n = R * P; /* P is a multiple of G8 (slices are whole units) */
@@ -146,21 +143,10 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
                 if (i0 + u * blockDim.x >= n) /* warp-uniform */
                     break;
                 const int i = i0 + u * blockDim.x + lane, row = i / P, p = i - row * P;
-                if (i < n) {
-                    const int c = (4 * p) / XW, j = (4 * p) % XW / 4;
-                    uint32_t *d = xs + row * a.xstride + c * XW + j;
-                    d[0] = v[u].x;
-                    d[XW / 4] = v[u].y;
-                    d[2 * (XW / 4)] = v[u].z;
-                    d[3 * (XW / 4)] = v[u].w;
-                }
+                if (i < n)
+                    xs_store_piece<XW>(xs + row * a.xstride, p, v[u]);
                 if constexpr (FOLD) {
-                    const float2 f0 = __half22float2(as_h2(v[u].x)), f1 = __half22float2(as_h2(v[u].y)),
-                                 f2 = __half22float2(as_h2(v[u].z)), f3 = __half22float2(as_h2(v[u].w));
-                    float sum = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
-#pragma unroll
-                    for (int o = G8 / 2; o >= 1; o >>= 1)
-                        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+                    const float sum = xs_unit_sum<G8>(v[u]);
                     if (i < n && lane % G8 == 0)
                         sums[row * a.units + p / G8] = sum;
                 }
@@ -267,19 +253,7 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
             v += rf[(tl * a.wpt + wp) * (MT * 128) + r];
         part[e] = v;
     }
-    cl.sync();
-    const int per = (E + a.ks - 1) / a.ks, e1 = (ks + 1) * per < E ? (ks + 1) * per : E;
-    for (int e = ks * per + threadIdx.x; e < e1; e += blockDim.x) {
-        float v = 0.0f;
-        for (int q = 0; q < a.ks; q++)
-            v += cl.map_shared_rank(part, q)[e];
-        const int tl = e / (MT * 128), r = e - tl * (MT * 128);
-        const int c = r & 3, ln = (r >> 2) & 31, mt = r >> 7;
-        const int n = (tg * a.tb + tl) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
-        if (m < a.M && n < a.N)
-            y[(size_t)m * a.N + n] = from_f32<T>(v);
-    }
-    cl.sync(); /* keep this block's part alive until the cluster has read it */
+    cluster_sum_store<T, MT>(part, E, ks, a.ks, threadIdx.x, blockDim.x, tg * a.tb, m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;

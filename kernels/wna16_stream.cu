@@ -230,20 +230,9 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
                 const int q = q0 + u * blockDim.x + lane;
                 if (q0 + u * blockDim.x >= nq) /* warp-uniform */
                     break;
-                if (q < nq) {
-                    const int c = (4 * q) / XW, j = (4 * q) % XW / 4;
-                    uint32_t *d = xw + c * XW + j;
-                    d[0] = v[u].x;
-                    d[XW / 4] = v[u].y;
-                    d[2 * (XW / 4)] = v[u].z;
-                    d[3 * (XW / 4)] = v[u].w;
-                }
-                const float2 f0 = __half22float2(as_h2(v[u].x)), f1 = __half22float2(as_h2(v[u].y)),
-                             f2 = __half22float2(as_h2(v[u].z)), f3 = __half22float2(as_h2(v[u].w));
-                float sum = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
-#pragma unroll
-                for (int o = G8 / 2; o >= 1; o >>= 1)
-                    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+                if (q < nq)
+                    xs_store_piece<XW>(xw, q, v[u]);
+                const float sum = xs_unit_sum<G8>(v[u]);
                 if (q < nq && lane % G8 == 0)
                     xg[q / G8] = sum;
             }
