@@ -275,11 +275,23 @@ __device__ __forceinline__ void pdl_trigger()
  * first refusal (an older device or driver) turns it off for the process. */
 extern int cuda_pdl_ok;
 
-/* kern<<<grid, block, smem, stream>>>(args...) with programmatic stream
- * serialization, plus extra launch attributes (clusters) when given. */
+/* A launch attribute: thread-block clusters of n blocks along x. */
+static inline cudaLaunchAttribute cluster_x(unsigned n)
+{
+    cudaLaunchAttribute a;
+    a.id = cudaLaunchAttributeClusterDimension;
+    a.val.clusterDim.x = n;
+    a.val.clusterDim.y = 1;
+    a.val.clusterDim.z = 1;
+    return a;
+}
+
+/* kern<<<grid, block, smem, stream>>>(args...) with extra launch attributes
+ * (clusters) when given and, when pdl is set and the process has not seen
+ * it refused, programmatic stream serialization. */
 template <typename... P, typename... A>
-cudaError_t launch_pdl(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                       const cudaLaunchAttribute *extra, int nextra, A... args)
+cudaError_t launch_ex(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                      const cudaLaunchAttribute *extra, int nextra, int pdl, A... args)
 {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
@@ -290,7 +302,8 @@ cudaError_t launch_pdl(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, c
     int na = 0;
     for (int i = 0; i < nextra && na < 3; i++)
         at[na++] = extra[i];
-    if (cuda_pdl_ok) {
+    const int with_pdl = pdl && cuda_pdl_ok;
+    if (with_pdl) {
         at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         at[na].val.programmaticStreamSerializationAllowed = 1;
         na++;
@@ -298,13 +311,21 @@ cudaError_t launch_pdl(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, c
     cfg.attrs = at;
     cfg.numAttrs = (unsigned)na;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kern, args...);
-    if (e != cudaSuccess && cuda_pdl_ok) { /* refused with PDL: go on without it */
+    if (e != cudaSuccess && with_pdl) { /* refused with PDL: go on without it */
         (void)cudaGetLastError();
         cuda_pdl_ok = 0;
         cfg.numAttrs = (unsigned)(na - 1);
         e = cudaLaunchKernelEx(&cfg, kern, args...);
     }
     return e;
+}
+
+/* launch_ex with programmatic stream serialization. */
+template <typename... P, typename... A>
+cudaError_t launch_pdl(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                       const cudaLaunchAttribute *extra, int nextra, A... args)
+{
+    return launch_ex(kern, grid, block, smem, st, extra, nextra, 1, args...);
 }
 
 /* nll.cu: per-row losses into c->nll_rows, summed in double into *nll on the host. */

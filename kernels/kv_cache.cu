@@ -812,11 +812,7 @@ int launch_kv(cuda_ctx *c, void (*kern)(AttnArgs), const AttnArgs &a, int RB, in
     cfg.blockDim = dim3(AK_THREADS);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = c->stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)C;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
+    cudaLaunchAttribute attr[1] = {cluster_x((unsigned)C)};
     cudaError_t err = launch_pdl(kern, cfg.gridDim, cfg.blockDim, smem, c->stream, attr, 1, a);
     if (err != cudaSuccess && C > 1) {
         /* A device or partition that refuses the cluster (a launch error,

@@ -936,7 +936,6 @@ static int run_mma(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, c
  * blocks_per_sm blocks per multiprocessor, without spilling into a second
  * partial wave of blocks (run 1: 28 blocks past one wave cost ~25 %). */
 static wna16_gemv_tuning gv_tune; /* zeros: the defaults */
-static int gv_pdl_ok = 1;         /* cleared when a launch with programmatic serialization fails */
 
 static int gv_ks_max(void) { return gv_tune.ksplit_max > 0 && gv_tune.ksplit_max < GV_KS_MAX ? gv_tune.ksplit_max : GV_KS_MAX; }
 static int gv_bps(void) { return gv_tune.blocks_per_sm > 0 ? gv_tune.blocks_per_sm : 4; }
@@ -1110,29 +1109,10 @@ static cudaError_t launch_gemv(const wna16_weight *w, const cuda_ctx *c, void *y
         a.glo[s] = p.glo[s];
         a.ghi[s] = p.ghi[s];
     }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(((w->ntiles + GV_TB - 1) / GV_TB) * p.ks),
-                       (unsigned)ceil_div((size_t)M, (size_t)(8 * MT)));
-    cfg.blockDim = dim3(GV_THREADS);
-    cfg.dynamicSmemBytes = p.smem;
-    cfg.stream = c->stream;
-    cudaLaunchAttribute at[2];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = (unsigned)p.ks;
-    at[0].val.clusterDim.y = 1;
-    at[0].val.clusterDim.z = 1;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = gv_pdl_ok && !gv_tune.no_pdl ? 2 : 1;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>, (T *)y, (const T *)x, a);
-    if (e != cudaSuccess && cfg.numAttrs == 2) { /* no PDL here (or not with clusters): go on without it */
-        cudaGetLastError();
-        gv_pdl_ok = 0;
-        cfg.numAttrs = 1;
-        e = cudaLaunchKernelEx(&cfg, wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>, (T *)y, (const T *)x, a);
-    }
-    return e;
+    const dim3 grid((unsigned)(((w->ntiles + GV_TB - 1) / GV_TB) * p.ks), ceil_div((size_t)M, (size_t)(8 * MT)));
+    const cudaLaunchAttribute cl = cluster_x((unsigned)p.ks); /* the K slices of a tile group */
+    return launch_ex(wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>, grid, dim3(GV_THREADS), p.smem, c->stream, &cl,
+                     1, !gv_tune.no_pdl, (T *)y, (const T *)x, a);
 }
 
 /* One row tile (M <= 8) in fp16 takes the scales after the mma unless the

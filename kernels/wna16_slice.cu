@@ -265,7 +265,6 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
 /* ---- host side ---- */
 
 static int sl_force_tb, sl_force_wpt, sl_force_ks, sl_no_pdl, sl_exact;
-static int sl_pdl_ok = 1; /* cleared when a launch with programmatic serialization fails */
 
 void wna16_slice_tune_set(int tb, int wpt, int ks, int no_pdl, int exact_dequant)
 {
@@ -313,11 +312,7 @@ static int sl_active_clusters(const void *kern, const cuda_ctx *c, int nw, size_
     cfg.gridDim = dim3((unsigned)ks);
     cfg.blockDim = dim3((unsigned)(nw * 32));
     cfg.dynamicSmemBytes = smem;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = (unsigned)ks;
-    at[0].val.clusterDim.y = 1;
-    at[0].val.clusterDim.z = 1;
+    cudaLaunchAttribute at[1] = {cluster_x((unsigned)ks)};
     cfg.attrs = at;
     cfg.numAttrs = 1;
     int n = 0;
@@ -465,28 +460,10 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.off_sums = (int)p.off_sums;
     a.off_sz = (int)p.off_sz;
     a.off_ring = (int)p.off_ring;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((w->ntiles + p.tb - 1) / p.tb * p.ks), (unsigned)((M + 8 * MT - 1) / (8 * MT)));
-    cfg.blockDim = dim3((unsigned)(p.tb * p.wpt * 32));
-    cfg.dynamicSmemBytes = p.smem;
-    cfg.stream = c->stream;
-    cudaLaunchAttribute at[2];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = (unsigned)p.ks;
-    at[0].val.clusterDim.y = 1;
-    at[0].val.clusterDim.z = 1;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = sl_pdl_ok && !sl_no_pdl ? 2 : 1;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_slice_kernel<T, BITS, MT, FG, FOLD>, (T *)y, (const T *)x, a);
-    if (e != cudaSuccess && cfg.numAttrs == 2) { /* no PDL here: go on without it */
-        cudaGetLastError();
-        sl_pdl_ok = 0;
-        cfg.numAttrs = 1;
-        e = cudaLaunchKernelEx(&cfg, wna16_slice_kernel<T, BITS, MT, FG, FOLD>, (T *)y, (const T *)x, a);
-    }
-    return e;
+    const dim3 grid((unsigned)((w->ntiles + p.tb - 1) / p.tb * p.ks), (unsigned)((M + 8 * MT - 1) / (8 * MT)));
+    const cudaLaunchAttribute cl = cluster_x((unsigned)p.ks); /* the K slices of a tile group */
+    return launch_ex(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, grid, dim3((unsigned)(p.tb * p.wpt * 32)), p.smem,
+                     c->stream, &cl, 1, !sl_no_pdl, (T *)y, (const T *)x, a);
 }
 
 template <typename T, int BITS, int MT>

@@ -533,7 +533,6 @@ static int st_plan(const wna16_weight *w, int ntiles, const cuda_ctx *c, int M, 
 static size_t st_xs_bytes(const wna16_weight *w) { return ((size_t)w->K * 2 + (size_t)(w->K / 16) * 4 + 15) & ~(size_t)15; }
 
 static int st_force_sw, st_no_pdl, st_exact, st_prefetch_n, st_dry, st_nofold, st_no_xs;
-static int st_pdl_ok = 1; /* cleared when a launch with programmatic serialization fails */
 
 void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetch, int dry, int nofold, int no_xs)
 {
@@ -571,26 +570,9 @@ static cudaError_t st_launch(const StGroup &g, const cuda_ctx *c, const void *x,
     a.prefetch = st_prefetch_n;
     a.xs_off = (int)(p.smem - xs_bytes);
     a.gshift = FG >= 0 ? st_group_shift(w) : 0;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)g.ntiles, (unsigned)((M + 8 * MT - 1) / (8 * MT)));
-    cfg.blockDim = dim3((unsigned)(p.sw * 32));
-    cfg.dynamicSmemBytes = p.smem;
-    cfg.stream = c->stream;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = st_pdl_ok && !st_no_pdl ? 1 : 0;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY, GRP>, (T *)g.y[0],
-                               (const T *)x, a);
-    if (e != cudaSuccess && cfg.numAttrs == 1) { /* no PDL here: go on without it */
-        cudaGetLastError();
-        st_pdl_ok = 0;
-        cfg.numAttrs = 0;
-        e = cudaLaunchKernelEx(&cfg, wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY, GRP>, (T *)g.y[0],
-                               (const T *)x, a);
-    }
-    return e;
+    const dim3 grid((unsigned)g.ntiles, (unsigned)((M + 8 * MT - 1) / (8 * MT)));
+    return launch_ex(wna16_stream_kernel<T, BITS, MT, PERM, EXACT, FG, FOLD, XS, DRY, GRP>, grid,
+                     dim3((unsigned)(p.sw * 32)), p.smem, c->stream, NULL, 0, !st_no_pdl, (T *)g.y[0], (const T *)x, a);
 }
 
 /* FAST (see the kernel): log2 of the chunks per flush unit (1, 2 or 4
