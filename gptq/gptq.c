@@ -2,14 +2,13 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "gptq/hinv.h"
 #include "quant/rtn.h"
 #include "src/error.h"
+#include "src/parallel.h"
 
 void gptq_params_default(gptq_params *p)
 {
@@ -102,46 +101,7 @@ static void block_rows(solve_ctx *c, int n0, int n1)
     }
 }
 
-typedef struct {
-    solve_ctx *c;
-    int n0, n1;
-} row_job;
-
-static void *row_worker(void *arg)
-{
-    row_job *j = arg;
-    block_rows(j->c, j->n0, j->n1);
-    return NULL;
-}
-
-/* Run block_rows over all rows on up to nthreads threads (the calling thread
- * takes the first share; a failed thread start runs its share inline). */
-static void block_parallel(solve_ctx *c, int nthreads)
-{
-    enum { MAX_THREADS = 64 };
-    pthread_t tid[MAX_THREADS];
-    row_job jobs[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    if (nthreads > MAX_THREADS)
-        nthreads = MAX_THREADS;
-    if (nthreads < 1)
-        nthreads = 1;
-    const int N = c->N;
-    for (int t = 0; t < nthreads; t++) {
-        jobs[t].c = c;
-        jobs[t].n0 = (int)((long)N * t / nthreads);
-        jobs[t].n1 = (int)((long)N * (t + 1) / nthreads);
-    }
-    for (int t = 1; t < nthreads; t++)
-        started[t] = pthread_create(&tid[t], NULL, row_worker, &jobs[t]) == 0;
-    block_rows(c, jobs[0].n0, jobs[0].n1);
-    for (int t = 1; t < nthreads; t++) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            block_rows(c, jobs[t].n0, jobs[t].n1);
-    }
-}
+static void rows_fn(void *c, int n0, int n1) { block_rows(c, n0, n1); }
 
 /* ---- act-order permutation ---- */
 
@@ -240,10 +200,8 @@ static int all_finite(const float *x, size_t n)
 static int thread_count(const gptq_params *p, int N)
 {
     int t = p->threads;
-    if (t <= 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        t = c > 0 ? (int)c : 1;
-    }
+    if (t <= 0)
+        t = llmq_cpu_count();
     /* below ~32 rows per thread the thread start costs more than it saves */
     int most = N / 32 > 0 ? N / 32 : 1;
     return t < most ? t : most;
@@ -342,7 +300,7 @@ int gptq_solve(float *W, int out, int in, float *H, const gptq_params *p, llmq_q
     for (int i1 = 0; i1 < in; i1 += p->block) {
         c.i1 = i1;
         c.i2 = i1 + p->block < in ? i1 + p->block : in;
-        block_parallel(&c, nthreads);
+        llmq_parallel_rows(c.N, nthreads, rows_fn, &c);
         if (c.i2 < in) /* W[:, i2:] -= Err1 @ U[i1:i2, i2:] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in - c.i2, c.i2 - i1, -1.0f, E, p->block,
                         H + (size_t)i1 * K + (size_t)c.i2, in, 1.0f, W + c.i2, in);

@@ -6,6 +6,7 @@
 
 #include "../quant/w8a8_ref.h"
 #include "error.h"
+#include "parallel.h"
 #include "qlinear.h"
 #include "qweight_load.h"
 
@@ -30,8 +31,33 @@ static int packed_linear(rq_state *st, const char *prefix, llmq_linear *L)
     return rc;
 }
 
-/* The float weight as the fake-quant path sees it (rounded to the storage
- * type), then SmoothQuant's per-channel int8. */
+/* Rows r0 .. r1 - 1 of a W8A8 weight at load: the checkpoint's float rows
+ * as the fake-quant path sees them (rounded to the storage type), then
+ * SmoothQuant's per-channel int8. Rows are independent, so the threads'
+ * split does not change a byte. */
+typedef struct {
+    const st_tensor *t;
+    llmq_dtype dt;
+    int in;
+    float *w, *s;
+    int8_t *q;
+} w8_rows;
+
+static void w8_quantize_rows(void *ctx, int r0, int r1)
+{
+    const w8_rows *j = ctx;
+    const size_t off = (size_t)r0 * j->in, n = (size_t)(r1 - r0) * j->in;
+    /* the dtype was checked to be a float type, which llmq_convert takes */
+    (void)llmq_convert(j->w + off, LLMQ_F32, (const char *)j->t->data + off * llmq_dtype_size(j->t->dtype),
+                       j->t->dtype, n);
+    llmq_round_through(j->w + off, n, j->dt);
+    w8_quantize_per_channel(j->w + off, r1 - r0, j->in, j->q + off, j->s + r0);
+}
+
+/* SmoothQuant's per-channel int8 of a float weight, on all CPUs: on one
+ * thread these three passes cost ~0.5 s per 4096 x 11008 weight, and a 7B
+ * W8A8 run took ~120 s on the H100 machine (16 CPUs), ~20 s split by rows
+ * (docs/BENCHMARKS.md, fourth session). */
 static int w8a8_linear(rq_state *st, const char *prefix, llmq_linear *L, qout out)
 {
     char name[192];
@@ -51,10 +77,10 @@ static int w8a8_linear(rq_state *st, const char *prefix, llmq_linear *L, qout ou
         llmq_fail("out of memory");
         goto done;
     }
-    if (llmq_convert(w, LLMQ_F32, t->data, t->dtype, n))
-        goto done;
-    llmq_round_through(w, n, st->b->dt);
-    w8_quantize_per_channel(w, L->out, L->in, q, s);
+    w8_rows job = {t, st->b->dt, L->in, w, s, q};
+    const int most = L->out / 64 > 0 ? L->out / 64 : 1; /* >= 64 rows a thread */
+    const int nthreads = llmq_cpu_count();
+    llmq_parallel_rows(L->out, nthreads < most ? nthreads : most, w8_quantize_rows, &job);
     rc = qlinear_w8a8(L, st->b, q, s, &st->act, out);
 done:
     free(w), free(s), free(q);
