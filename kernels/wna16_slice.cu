@@ -6,16 +6,19 @@
  * memory only at M = 1: 16 rows of K = 11008 are 344 KB. Above one row it
  * reads x from global memory per k-step, and from M = 4 on it loses to the
  * ring GEMV, which itself reaches only 1.3-1.8x cuBLAS fp16 at M = 16 on the
- * H100 (kernels/WNA16_NOTES.md). Here a block owns a slice of K (nch chunks)
- * and tb tiles, and stages x for the slice once, 8 * MT rows, permuted as
- * the M = 1 kernel does it so that a lane's B fragments of a chunk are 16-
- * byte shared loads; the block's tb tiles share that staging (x costs
- * 4 / tb of the weight bytes at 16 rows and 4 bits), and each warp streams
- * its run of one tile's chunks into registers with two batches in flight,
- * as the stream kernel does, feeding every A fragment to MT mma (one per 8
- * rows). The ks slices of K of the same tiles form a thread-block cluster
- * and add their sums through distributed shared memory in a fixed order:
- * deterministic, no workspace, no atomics (the ring kernel's reduction).
+ * H100 (kernels/WNA16_NOTES.md, round 6). Here a block owns a slice of K
+ * (nch chunks) and tb tiles (up to 32), and stages x for the slice once,
+ * 8 * MT rows, permuted as the M = 1 kernel does it so that a lane's B
+ * fragments of a chunk are 16-byte shared loads; the block's tiles share
+ * that staging (x costs 4 / tb of the weight bytes at 16 rows and 4 bits).
+ * Each warp streams its run of one tile's chunks through its own cp.async
+ * ring in shared memory, SL_D batches ahead (fewer registers than batches
+ * held in registers, so up to 32 warps per SM), and feeds every A fragment
+ * to MT mma (one per 8 rows). The ks slices of K of the same tiles form a
+ * thread-block cluster and add their sums through distributed shared
+ * memory in a fixed order: deterministic, no workspace, no atomics (the
+ * ring kernel's reduction). The split (tb, warps per tile, ks) is planned
+ * per weight and M from the driver's cluster occupancy (sl_plan).
  *
  * Scope: static groups of whole chunks and K a multiple of the batch (the
  * stream kernel's FAST weights: GPTQ g32..g128 and per-channel checkpoints
@@ -27,8 +30,8 @@
  * the grid's y, each staging its own rows.
  *
  * Shared memory of a block: the staged x [8 MT rows][xstride words], its
- * flush-unit sums (fold), each warp's scales; the warps' and the tiles'
- * sums reuse the staging at the end. */
+ * flush-unit sums (fold), each warp's scales, each warp's ring; the warps'
+ * and the tiles' sums reuse the staging at the end. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
