@@ -46,7 +46,8 @@ namespace cg = cooperative_groups;
 
 #define SL_U 4          /* chunks per batch */
 #define SL_D 2          /* batches in flight per warp: a ring of SL_D * SL_U chunks per warp in shared memory */
-#define SL_MAX_WARPS 32 /* per block (1024 threads: <= 64 registers) */
+#define SL_MAX_WARPS 32 /* per block (1024 threads: <= 64 registers) at 8 rows */
+#define SL_MAX_WARPS16 24 /* at 16 rows (twice the accumulators: <= 85 registers) */
 #define SL_MAX_TB 32    /* tiles per block */
 
 struct SlArgs {
@@ -68,7 +69,7 @@ struct SlArgs {
 static int sl_xstride(int bits, int nch) { return bits == 4 ? nch * 32 + 4 : nch * 16 + 16; }
 
 template <typename T, int BITS, int MT, int FG, bool FOLD>
-__global__ void __launch_bounds__(SL_MAX_WARPS * 32)
+__global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32)
     wna16_slice_kernel(T *__restrict__ y, const T *__restrict__ x, const SlArgs a)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -160,13 +161,17 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
 
     /* acc: the output fragments, one per 8 rows (c0, c1: channel gl, rows
      * 2t, 2t + 1; c2, c3: channel gl + 8). accg (fold): the current flush
-     * unit's sums of x * (1024 + q) (or 1024 + 16 q). */
-    float acc[MT][4], accg[MT][4];
+     * unit's sums of x * (1024 + q) (or 1024 + 16 q). Two sets, for even
+     * and odd k-steps: a chunk's mma on one accumulator are two chains of
+     * 2 instead of one of 4. */
+    float acc[2][MT][4], accg[2][MT][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+    for (int h = 0; h < 2; h++)
 #pragma unroll
-        for (int c = 0; c < 4; c++)
-            acc[mt][c] = accg[mt][c] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[h][mt][c] = accg[h][mt][c] = 0.0f;
     using Dq = typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, true>>::type;
     Dq dq;
     dq.init();
@@ -180,8 +185,9 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
 #pragma unroll
                 for (int c = 0; c < 4; c++) {
                     const float X = xg[(mt * 8 + 2 * t + (c & 1)) * a.units + unit];
-                    acc[mt][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], X, accg[mt][c]), acc[mt][c]);
-                    accg[mt][c] = 0.0f;
+                    const float ag = accg[0][mt][c] + accg[1][mt][c];
+                    acc[0][mt][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], X, ag), acc[0][mt][c]);
+                    accg[0][mt][c] = accg[1][mt][c] = 0.0f;
                 }
         }
     };
@@ -215,7 +221,7 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
                 dq.frag(wd, s, af);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
-                    mma16816<T>(FOLD ? accg[mt] : acc[mt], af, xv[mt][2 * s], xv[mt][2 * s + 1]);
+                    mma16816<T>(FOLD ? accg[s & 1][mt] : acc[s & 1][mt], af, xv[mt][2 * s], xv[mt][2 * s + 1]);
             }
             if (u % CPG == CPG - 1) /* compile-time: the unit ends */
                 flush();
@@ -245,7 +251,8 @@ __global__ void __launch_bounds__(SL_MAX_WARPS * 32)
     float *part = reinterpret_cast<float *>(sl_sm + (size_t)nw * MT * 512); /* [tb][MT * 128] */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
-        red[(warp * MT + mt) * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
+        red[(warp * MT + mt) * 32 + lane] = make_float4(acc[0][mt][0] + acc[1][mt][0], acc[0][mt][1] + acc[1][mt][1],
+                                                        acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]);
     __syncthreads();
     const float *rf = reinterpret_cast<const float *>(red);
     const int E = a.tb * MT * 128;
@@ -348,7 +355,7 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
     for (int tb = 1; tb <= SL_MAX_TB; tb++) {
         if (ftb > 0 && tb != ftb)
             continue;
-        for (int wpt = 1; tb * wpt <= SL_MAX_WARPS; wpt *= 2) {
+        for (int wpt = 1; tb * wpt <= (mt == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS); wpt *= 2) {
             if (fwpt > 0 && wpt != fwpt)
                 continue;
             for (int ks = 1; ks <= GV_KS_MAX; ks++) {
