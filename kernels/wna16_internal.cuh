@@ -395,6 +395,17 @@ template <int G8> __device__ __forceinline__ float xs_unit_sum(uint4 v)
     return sum;
 }
 
+/* A warp's output fragments, its even and odd k-step sets added, into
+ * red[warp][mt][lane] (the block then sums the warps in a fixed order). */
+template <int MT>
+__device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT][4], int warp, int lane)
+{
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        red[(warp * MT + mt) * 32 + lane] = make_float4(acc[0][mt][0] + acc[1][mt][0], acc[0][mt][1] + acc[1][mt][1],
+                                                        acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]);
+}
+
 /* The end of a K-split GEMV whose K slices form a thread-block cluster of
  * nks blocks (ring and slice kernels, compute capability 9.0): part[e],
  * e < E, holds this block's sums in fragment order (per tile tl and row

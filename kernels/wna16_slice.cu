@@ -164,14 +164,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
      * unit's sums of x * (1024 + q) (or 1024 + 16 q). Two sets, for even
      * and odd k-steps: a chunk's mma on one accumulator are two chains of
      * 2 instead of one of 4. */
-    float acc[2][MT][4], accg[2][MT][4];
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int c = 0; c < 4; c++)
-                acc[h][mt][c] = accg[h][mt][c] = 0.0f;
+    float acc[2][MT][4] = {}, accg[2][MT][4] = {};
     using Dq = typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, true>>::type;
     Dq dq;
     dq.init();
@@ -249,10 +242,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     __syncthreads(); /* the staging is free (no copy is in flight: the groups after the run's last are empty) */
     float4 *red = reinterpret_cast<float4 *>(sl_sm); /* [nw][MT][32 lanes] */
     float *part = reinterpret_cast<float *>(sl_sm + (size_t)nw * MT * 512); /* [tb][MT * 128] */
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-        red[(warp * MT + mt) * 32 + lane] = make_float4(acc[0][mt][0] + acc[1][mt][0], acc[0][mt][1] + acc[1][mt][1],
-                                                        acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]);
+    red_store<MT>(red, acc, warp, lane);
     __syncthreads();
     const float *rf = reinterpret_cast<const float *>(red);
     const int E = a.tb * MT * 128;

@@ -417,10 +417,7 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
 
     /* The warps' fragments, summed in warp order; each thread writes one
      * (row, channel) of the tile at a time. */
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-        red[(warp * MT + mt) * 32 + lane] = make_float4(acc[0][mt][0] + acc[1][mt][0], acc[0][mt][1] + acc[1][mt][1],
-                                                        acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]);
+    red_store<MT>(red, acc, warp, lane);
     __syncthreads();
     const float *rf = reinterpret_cast<const float *>(red);
     /* The segment again, from a fresh read of the block index: keeping si
