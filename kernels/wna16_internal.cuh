@@ -28,15 +28,6 @@ struct wna16_stream_memo {
     size_t smem;
 };
 
-/* One remembered plan of the slice kernel (kernels/wna16_slice.cu), keyed
- * by M, device, kernel and the forced tuning values. */
-struct wna16_slice_memo {
-    int M, device, ftb, fwpt, fks, ok; /* M = 0: empty */
-    int tb, wpt, ks, nch, cpw, gspan, xstride, units;
-    size_t off_sums, off_sz, off_ring, smem;
-    const void *kern; /* the instantiation it was planned for (NULL: usability only) */
-};
-
 /* The ring GEMV's plan (kernels/wna16.cu), here for its memo below. */
 #define GV_KS_MAX 8 /* K slices: the portable cluster size */
 
@@ -72,8 +63,6 @@ struct wna16_weight {
     int st_memo_next;
     wna16_gemv_memo gv_memo[4]; /* the ring GEMV's plans, likewise */
     int gv_memo_next;
-    wna16_slice_memo sl_memo[4]; /* the slice kernel's, likewise */
-    int sl_memo_next;
     void *dense;         /* cached dense W [N, K] in dense_dt, or NULL */
     llmq_dtype dense_dt;
     void *scratch;       /* lent by the caller */

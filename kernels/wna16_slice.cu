@@ -32,8 +32,6 @@
  * Shared memory of a block: the staged x [8 MT rows][xstride words], its
  * flush-unit sums (fold), each warp's scales, each warp's ring; the warps'
  * and the tiles' sums reuse the staging at the end. */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <cooperative_groups.h>
@@ -264,6 +262,18 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
 
 /* ---- host side ---- */
 
+/* A split of the slice kernel and its shared-memory layout, with the key it
+ * was planned for: the weight's shape (weights of one shape share it), M,
+ * the device, the kernel instantiation (NULL: a usability check) and the
+ * forced tuning values. */
+struct SlPlan {
+    int K, ntiles, nkc, ng, gshift, bits; /* the shape */
+    int M, device, ftb, fwpt, fks, ok;
+    const void *kern;
+    int tb, wpt, ks, nch, cpw, gspan, xstride, units;
+    size_t off_sums, off_sz, off_ring, smem;
+};
+
 static int sl_force_tb, sl_force_wpt, sl_force_ks, sl_no_pdl, sl_exact;
 
 void wna16_slice_tune_set(int tb, int wpt, int ks, int no_pdl, int exact_dequant)
@@ -337,7 +347,7 @@ static int sl_active_clusters(const void *kern, const cuda_ctx *c, int nw, size_
  * or ks where a plan with that value exists, and are ignored where none
  * does. */
 static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int fold,
-                           const void *kern, int ftb, int fwpt, int fks, wna16_slice_memo *out)
+                           const void *kern, int ftb, int fwpt, int fks, SlPlan *out)
 {
     const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, R = 8 * mt, gshift = sl_group_shift(w);
     const long rowblocks = (M + R - 1) / R;
@@ -386,9 +396,9 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                 const double cost = (double)waves * per_sm * ((double)nw * cpw + (double)R * nch * KC * 2 / 512.0);
                 if (best < 0 || cost < best - 1e-9) {
                     best = cost;
-                    *out = wna16_slice_memo{M,        c->device, ftb,   fwpt,     fks,      1,       tb,     wpt,
-                                            ks,       nch,       cpw,   gspan,    xstride,  units,   off_sums, off_sz,
-                                            off_ring, smem,      kern};
+                    out->tb = tb, out->wpt = wpt, out->ks = ks, out->nch = nch, out->cpw = cpw;
+                    out->gspan = gspan, out->xstride = xstride, out->units = units;
+                    out->off_sums = off_sums, out->off_sz = off_sz, out->off_ring = off_ring, out->smem = smem;
                 }
             }
         }
@@ -396,44 +406,65 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
     return best < 0 ? -1 : 0;
 }
 
-/* sl_plan_compute with the tuning knobs (dropped where no plan has the
- * forced value), remembered per weight (wna16_weight.sl_memo). */
-static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int fold, const void *kern,
-                   wna16_slice_memo *out)
+/* The key of w's plans at M under the current tuning. */
+static SlPlan sl_key(const wna16_weight *w, const cuda_ctx *c, int M, const void *kern)
 {
-    wna16_weight *wm = const_cast<wna16_weight *>(w); /* the memo only */
-    for (const wna16_slice_memo &e : wm->sl_memo)
-        if (e.M == M && e.device == c->device && e.kern == kern && e.ftb == sl_force_tb && e.fwpt == sl_force_wpt &&
-            e.fks == sl_force_ks) {
-            *out = e;
-            return e.ok ? 0 : -1;
-        }
+    SlPlan k = {};
+    k.K = w->K, k.ntiles = w->ntiles, k.nkc = w->nkc, k.ng = w->ng, k.gshift = sl_group_shift(w), k.bits = w->bits;
+    k.M = M, k.device = c ? c->device : -1, k.kern = kern;
+    k.ftb = sl_force_tb, k.fwpt = sl_force_wpt, k.fks = sl_force_ks;
+    return k;
+}
+
+static int sl_same_key(const SlPlan &a, const SlPlan &b)
+{
+    return a.K == b.K && a.ntiles == b.ntiles && a.nkc == b.nkc && a.ng == b.ng && a.gshift == b.gshift &&
+           a.bits == b.bits && a.M == b.M && a.device == b.device && a.kern == b.kern && a.ftb == b.ftb &&
+           a.fwpt == b.fwpt && a.fks == b.fks;
+}
+
+/* Plans remembered process-wide by key, replaced round robin: a model's
+ * layers share a few shapes, and planning asks the driver for cluster
+ * occupancy hundreds of times. Not thread-safe, like the other plan memos. */
+static SlPlan sl_plans[64];
+static int sl_plans_used, sl_plans_next;
+
+static const SlPlan *sl_plan_find(const SlPlan &key)
+{
+    for (int i = 0; i < sl_plans_used; i++)
+        if (sl_same_key(sl_plans[i], key))
+            return &sl_plans[i];
+    return NULL;
+}
+
+/* sl_plan_compute with the tuning knobs (dropped where no plan has the
+ * forced value), remembered (sl_plans). */
+static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int fold, const void *kern,
+                   SlPlan *out)
+{
+    const SlPlan key = sl_key(w, c, M, kern);
+    if (const SlPlan *e = sl_plan_find(key)) {
+        *out = *e;
+        return e->ok ? 0 : -1;
+    }
+    *out = key;
     int rc = sl_plan_compute(w, c, M, mt, fg, fold, kern, sl_force_tb, sl_force_wpt, sl_force_ks, out);
     if (rc && (sl_force_tb || sl_force_wpt || sl_force_ks))
         rc = sl_plan_compute(w, c, M, mt, fg, fold, kern, 0, 0, 0, out);
-    if (rc)
-        *out = wna16_slice_memo{};
-    out->M = M;
-    out->device = c->device;
-    out->kern = kern;
-    out->ftb = sl_force_tb;
-    out->fwpt = sl_force_wpt;
-    out->fks = sl_force_ks;
     out->ok = rc == 0;
-    wm->sl_memo[wm->sl_memo_next] = *out;
-    wm->sl_memo_next = (wm->sl_memo_next + 1) % 4;
+    sl_plans[sl_plans_used < 64 ? sl_plans_used++ : sl_plans_next++ % 64] = *out;
     return rc;
 }
 
 template <typename T, int BITS, int MT, int FG, bool FOLD>
 static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
-                             wna16_slice_memo *shown)
+                             SlPlan *shown)
 {
     static int regs; /* per instantiation; asking sets its shared memory limit */
     cudaError_t re = kernel_regs(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, c, &regs);
     if (re != cudaSuccess)
         return re;
-    wna16_slice_memo p;
+    SlPlan p;
     if (sl_plan(w, c, M, MT, FG, FOLD, (const void *)wna16_slice_kernel<T, BITS, MT, FG, FOLD>, &p))
         return cudaErrorInvalidConfiguration; /* wna16_slice_usable said no: not reached */
     if (shown)
@@ -468,7 +499,7 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
 
 template <typename T, int BITS, int MT>
 static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
-                                wna16_slice_memo *shown)
+                                SlPlan *shown)
 {
     const bool fold = std::is_same<T, __half>::value && !sl_exact;
     switch (sl_unit_shift(w)) {
@@ -484,7 +515,7 @@ static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *
 
 template <typename T, int BITS>
 static cudaError_t sl_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
-                                wna16_slice_memo *shown)
+                                SlPlan *shown)
 {
     return M <= 8 ? sl_launch_fg<T, BITS, 1>(w, c, y, x, M, shown) : sl_launch_fg<T, BITS, 2>(w, c, y, x, M, shown);
 }
@@ -498,7 +529,7 @@ int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
         major[d] = -1;
     }
     const int fg = sl_unit_shift(w), mt = M <= 8 ? 1 : 2;
-    wna16_slice_memo p;
+    SlPlan p;
     return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && fg >= 0 && w->K % 8 == 0 &&
            sl_plan(w, c, M, mt, fg, 1, NULL, &p) == 0;
 }
@@ -510,7 +541,7 @@ int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, 
                          "and x 16-byte aligned (K = %d, %d groups%s)",
                          SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
                          w->use_perm ? ", act-order" : "");
-    wna16_slice_memo p = {};
+    SlPlan p = {};
     cudaError_t e = dt == LLMQ_F16 ? (w->bits == 4 ? sl_launch_mt<__half, 4>(w, c, y, x, M, &p)
                                                    : sl_launch_mt<__half, 8>(w, c, y, x, M, &p))
                                    : (w->bits == 4 ? sl_launch_mt<__nv_bfloat16, 4>(w, c, y, x, M, &p)
@@ -521,29 +552,24 @@ int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, 
                          "memory): %s",
                          p.tb, p.wpt, p.ks, p.smem, cudaGetErrorString(e));
     }
-    static int show = -1, last[6]; /* benchmarks: LLMQ_SLICE_PLAN=1 prints each new plan on stderr */
-    if (show < 0)
-        show = getenv("LLMQ_SLICE_PLAN") != NULL;
-    const int key[6] = {w->K, w->N, M, p.tb, p.wpt, p.ks};
-    if (show && memcmp(key, last, sizeof key)) {
-        memcpy(last, key, sizeof key);
-        fprintf(stderr, "slice plan K=%d N=%d M=%d: tb %d wpt %d ks %d nch %d cpw %d smem %zu\n", w->K, w->N, M, p.tb,
-                p.wpt, p.ks, p.nch, p.cpw, p.smem);
-    }
     return 0;
 }
 
-/* The plan the slice kernel ran for w at M under the current tuning (its
- * memo; kern != NULL: a launch, not a usability check): 0, or -1 when it
- * has not run. */
+/* The plan the slice kernel ran for w's shape at M under the current
+ * tuning (a launch's plan, not a usability check's): 0, or -1 when it has
+ * not run. */
 int wna16_slice_plan_ran(const wna16_weight *w, int M, int *tb, int *wpt, int *ks)
 {
-    for (const wna16_slice_memo &e : w->sl_memo)
-        if (e.M == M && e.kern && e.ok && e.ftb == sl_force_tb && e.fwpt == sl_force_wpt && e.fks == sl_force_ks) {
+    for (int i = 0; i < sl_plans_used; i++) {
+        const SlPlan &e = sl_plans[i];
+        SlPlan key = sl_key(w, NULL, M, e.kern);
+        key.device = e.device;
+        if (e.kern && e.ok && sl_same_key(e, key)) {
             *tb = e.tb;
             *wpt = e.wpt;
             *ks = e.ks;
             return 0;
         }
+    }
     return -1;
 }
