@@ -334,26 +334,17 @@ template <int U> __device__ __forceinline__ void lane_chunks_load(int4 (&w)[U], 
 }
 
 /* The scales/zeros of groups glo .. glo + ngr - 1 of tile nt into shared
- * memory (dst[(g - glo) * 8 + channel pair]), by the 32 lanes of a warp
- * with 4 loads per lane in flight before the first store. */
-__device__ __forceinline__ void tile_scales_stage(uint2 *dst, const uint2 *sz, int glo, int ngr, int ntiles, int nt,
+ * memory (dst[(g - glo) * 8 + channel pair]) by cp.async, 8 bytes a lane
+ * of the warp. Nothing waits here: the caller's next cp_async_commit closes
+ * the group that holds them, and after its wait for that group a
+ * __syncwarp() lets every lane read them. (A blocking load + store here,
+ * issued behind the codes in flight, was 17 % of the slice kernel's stall
+ * samples at M = 16: kernels/WNA16_NOTES.md round 7.) */
+__device__ __forceinline__ void tile_scales_async(uint2 *dst, const uint2 *sz, int glo, int ngr, int ntiles, int nt,
                                                   int lane)
 {
-    for (int i0 = 0; i0 < ngr * 8; i0 += 128) {
-        uint2 v[4];
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int i = i0 + 32 * j + lane;
-            if (i < ngr * 8)
-                v[j] = __ldg(sz + ((size_t)(glo + (i >> 3)) * ntiles + nt) * 8 + (i & 7));
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int i = i0 + 32 * j + lane;
-            if (i < ngr * 8)
-                dst[i] = v[j];
-        }
-    }
+    for (int i = lane; i < ngr * 8; i += 32)
+        cp_async8(dst + i, sz + ((size_t)(glo + (i >> 3)) * ntiles + nt) * 8 + (i & 7));
 }
 
 /* x staged in shared memory in fragment order (the stream kernel at M = 1,
@@ -418,7 +409,12 @@ __device__ __forceinline__ void cluster_sum_store(float *part, int E, int ks, in
         if (m < M && n < N)
             y[(size_t)m * N + n] = from_f32<T>(v);
     }
-    cl.sync(); /* keep this block's part alive until the cluster has read it */
+    /* Keep this block's part alive until the cluster has read it. Relaxed:
+     * the reads above have returned (their sums are stored), so there is
+     * nothing to release, and cl.sync()'s release costs a GPU-wide memory
+     * barrier (MEMBAR.ALL.GPU in the SASS). */
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
 }
 
 /* Registers per thread of kern, read once per kernel (*regs caches it, 0

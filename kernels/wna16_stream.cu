@@ -195,8 +195,10 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
             ghi = __ldg(a.step_group + s1 - 1);
             st_stage(sgw, a.step_group + s0, s1 - s0, lane);
         }
-        tile_scales_stage(szw, ST_SEG(sz, a.sz), glo, ghi - glo + 1, ST_SEG(ntiles, a.ntiles), nt, lane);
+        /* by cp.async: waited for after the x staging, not before it */
+        tile_scales_async(szw, ST_SEG(sz, a.sz), glo, ghi - glo + 1, ST_SEG(ntiles, a.ntiles), nt, lane);
     }
+    cp_async_commit();
     __syncwarp();
     /* x and y belong to the kernel before until this returns (a no-op
      * without programmatic dependent launch). */
@@ -239,6 +241,8 @@ __global__ void __maxnreg__(XS ? ST_XS_REGS : 65536 / (ST_MAX_WARPS * 32))
         }
         __syncthreads();
     }
+    cp_async_wait<0>(); /* the scales */
+    __syncwarp();
 
     /* The x row of this lane's B column in each row tile. Columns past M
      * read row M - 1: their outputs are not written, and the mma keeps

@@ -405,12 +405,15 @@ static void slice_sweep(double copy_gbs)
         printf("%s\n", sum[i]);
 }
 
-/* For a profiler: 4096->11008 w4g128, 20 calls at M = 1, then 20 at
- * M = 16, launched one by one (ncu --launch-skip picks one), through the
- * stream kernel, or with "slice" the slice kernel. */
+/* For a profiler: 4096->11008 w4g128 (BENCH_KN=K,N another shape), 20
+ * calls at M = 1, then 20 at M = 16, launched one by one (ncu
+ * --launch-skip picks one), through the stream kernel, or with "slice" the
+ * slice kernel. */
 static void profile(int path)
 {
     struct bench B = {.K = 4096, .N = 11008, .path = path};
+    if (getenv("BENCH_KN") && sscanf(getenv("BENCH_KN"), "%d,%d", &B.K, &B.N) != 2)
+        die("BENCH_KN=K,N");
     wna16_gemv_tuning t = {0}; /* BENCH_SLICE=tb,wpt,ks forces a slice plan */
     if (getenv("BENCH_SLICE") &&
         sscanf(getenv("BENCH_SLICE"), "%d,%d,%d", &t.slice_tb, &t.slice_wpt, &t.slice_ks) == 3)
