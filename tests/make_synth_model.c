@@ -17,15 +17,13 @@
  *
  * Build (from the repository root):
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -I. tests/make_synth_model.c \
- *       formats/safetensors.c src/dtype.c src/error.c src/fileio.c \
+ *       formats/safetensors.c src/dtype.c src/error.c src/fileio.c src/parallel.c \
  *       -lcjson -lm -pthread -o make_synth_model
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <getopt.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +34,7 @@
 #include "formats/safetensors.h"
 #include "src/error.h"
 #include "src/fileio.h"
+#include "src/parallel.h"
 #include "src/rng.h"
 
 #define PROG "make_synth_model"
@@ -152,8 +151,6 @@ typedef struct {
     int first, last; /* tensors [first, last) of the model */
     void **buffers; /* buffers[i - first] */
     size_t *block_end; /* cumulative block counts per tensor */
-    size_t total_blocks;
-    atomic_size_t next_block;
     uint64_t seed;
     llmq_dtype dtype;
 } gen_work;
@@ -186,24 +183,16 @@ static void fill_block(const gen_work *w, int ti, size_t block)
     }
 }
 
-static void *gen_worker(void *arg)
+/* Global blocks [b0, b1) of the shard: all blocks but each tensor's last
+ * are BLOCK_ELEMS long, so equal ranges of blocks are equal work. */
+static void gen_blocks(void *arg, int b0, int b1)
 {
-    gen_work *w = arg;
-    for (;;) {
-        size_t b = atomic_fetch_add(&w->next_block, 1);
-        if (b >= w->total_blocks)
-            return NULL;
-        /* tensor holding global block b: first with block_end > b */
-        int lo = 0, hi = w->last - w->first - 1;
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            if (w->block_end[mid] > b)
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        size_t local = b - (lo ? w->block_end[lo - 1] : 0);
-        fill_block(w, w->first + lo, local);
+    const gen_work *w = arg;
+    int i = 0; /* the shard's tensor holding block b: first with block_end > b */
+    for (size_t b = (size_t)b0; b < (size_t)b1; b++) {
+        while (w->block_end[i] <= b)
+            i++;
+        fill_block(w, w->first + i, b - (i ? w->block_end[i - 1] : 0));
     }
 }
 
@@ -218,20 +207,13 @@ static int generate(gen_work *w, int threads)
         total += (w->specs[w->first + i].numel + BLOCK_ELEMS - 1) / BLOCK_ELEMS;
         w->block_end[i] = total;
     }
-    w->total_blocks = total;
-    atomic_init(&w->next_block, 0);
-    pthread_t *tids = calloc((size_t)threads, sizeof *tids);
-    int started = 0;
-    for (; tids && started < threads; started++)
-        if (pthread_create(&tids[started], NULL, gen_worker, w) != 0)
-            break;
-    if (started == 0)
-        gen_worker(w); /* no threads available: do it here */
-    for (int i = 0; i < started; i++)
-        pthread_join(tids[i], NULL);
-    free(tids);
+    /* blocks are counted in int ranges: 2^31 blocks of 64Ki is 2^47
+     * elements, far past any shard that fits in memory */
+    int rc = total > INT32_MAX ? llmq_fail("shard of %zu blocks is too large", total) : 0;
+    if (!rc) /* at most 64 threads, whatever --threads says */
+        llmq_parallel_rows((int)total, threads, gen_blocks, w);
     free(w->block_end);
-    return 0;
+    return rc;
 }
 
 /* ---- output ---- */

@@ -23,18 +23,17 @@
  * failed"; exits 1 on any failure, 77 (skipped) where no GPU is usable. */
 #include <cuda_runtime.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "kernels/w8a8.h"
 #include "quant/w8a8_ref.h"
 #include "src/backend.h"
 #include "src/dtype.h"
 #include "src/error.h"
+#include "src/parallel.h"
 
 #define GT_PROG "test_w8a8"
 #define GT_SEED 0x9E3779B97F4A7C15ull
@@ -411,43 +410,25 @@ struct ref_job {
     const int8_t *x, *w;
     const float *st, *sc;
     const int *rows;
-    int s0, s1, N, K;
+    int N, K;
     int32_t *acc;
     float *y;
     llmq_dtype dt;
 };
 
-static void *ref_worker(void *p)
+static void ref_worker(void *p, int s0, int s1)
 {
     const struct ref_job *j = p;
-    for (int s = j->s0; s < j->s1; s++)
+    for (int s = s0; s < s1; s++)
         int8_gemm_ref(j->x + (size_t)j->rows[s] * j->K, j->st + j->rows[s], j->w, j->sc, 1, j->N, j->K,
                       j->acc ? j->acc + (size_t)s * j->N : NULL, j->y ? j->y + (size_t)s * j->N : NULL, j->dt);
-    return NULL;
 }
 
 static void ref_rows(const int8_t *x, const float *st, const int8_t *w, const float *sc, const int *rows, int nrows,
                      int N, int K, int32_t *acc, float *y, llmq_dtype dt)
 {
-    enum { MAXT = 32 };
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nt = ncpu < 1 ? 1 : ncpu > MAXT ? MAXT : (int)ncpu;
-    nt = nt > nrows ? nrows : nt;
-    pthread_t th[MAXT];
-    struct ref_job jobs[MAXT];
-    int started[MAXT] = {0};
-    for (int t = 0; t < nt; t++) {
-        jobs[t] = (struct ref_job){x, w, st, sc, rows, (int)((long)nrows * t / nt), (int)((long)nrows * (t + 1) / nt),
-                                   N, K, acc, y, dt};
-        started[t] = t > 0 && pthread_create(&th[t], NULL, ref_worker, &jobs[t]) == 0;
-    }
-    ref_worker(&jobs[0]);
-    for (int t = 1; t < nt; t++) {
-        if (started[t])
-            pthread_join(th[t], NULL);
-        else
-            ref_worker(&jobs[t]); /* no thread: do it here */
-    }
+    struct ref_job job = {x, w, st, sc, rows, N, K, acc, y, dt};
+    llmq_parallel_rows(nrows, llmq_cpu_count(), ref_worker, &job);
 }
 
 /* y of the epilogue `epi` (dt) against the reference's y (yref, the
