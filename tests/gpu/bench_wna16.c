@@ -3,7 +3,7 @@
  *
  *   copy      cudaMemcpy device to device of 1 GiB: the bandwidth ceiling
  *             (bytes read + written), measured in this run
- *   decode    M = 1, 4, 16, 64 on K->N = 4096->4096, 4096->11008, 11008->4096:
+ *   decode    M = 1, 4, 16, 32, 64 on K->N = 4096->4096, 4096->11008, 11008->4096:
  *             w4 g128, w4 g128 act-order, w8 g128 (sym), w8 per channel
  *             (one group over K), through the stream
  *             kernel (AUTO's choice; round 2's ring GEMV and the first MMA
@@ -484,8 +484,8 @@ int main(int argc, char **argv)
         int bits, G, act;
     } cfgs[] = {{"w4g128", 4, 128, 0}, {"w4g128act", 4, 128, 1}, {"w8g128", 8, 128, 0}, {"w8perch", 8, 0, 0}};
     enum { NCFG = sizeof cfgs / sizeof cfgs[0] };
-    enum { NDM = 4 };
-    static const int decode_M[NDM] = {1, 4, 16, 64}, prefill_M[] = {128, 512};
+    enum { NDM = 5 };
+    static const int decode_M[NDM] = {1, 4, 16, 32, 64}, prefill_M[] = {128, 512};
     char lines[3][NCFG][NDM][224];
 
     for (int s = 0; s < 3; s++) {

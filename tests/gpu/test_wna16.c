@@ -679,8 +679,8 @@ int main(int argc, char **argv)
     /* The slice kernel (static groups of whole chunks): its planned split
      * and forced ones (one tile of one warp over all of K; 16 tiles of one
      * warp in 8 K slices; 2 tiles of 4 warps in 2 slices; W rounded before
-     * the mma, without PDL), 8-row and 16-row tiles, a second row block
-     * (M = 17, 33), N not a multiple of the block's tiles, K with a short
+     * the mma, without PDL), 8-row and 16-row tiles, further row blocks
+     * (M = 17-64), N not a multiple of the block's tiles, K with a short
      * last slice (11008 = 172 chunks), every flush unit (1, 2, 4 chunks;
      * one group; groups of 8 chunks), bf16. (4-bit groups of 32 are half a
      * chunk: not the slice kernel's; check_errors.) */
@@ -693,19 +693,19 @@ int main(int argc, char **argv)
         printf("-- slice tuning: tiles %d, warps per tile %d, K slices %d, exact_dequant %d, no_pdl %d\n",
                tu->slice_tb, tu->slice_wpt, tu->slice_ks, tu->exact_dequant, tu->no_pdl);
         wna16_gemv_tune(tu);
-        run_case(f16, (cfg){0, 0, 1024, 200, 4, 128, 1, 0, 0}, (const int[]){1, 2, 3, 8, 9, 16, 17, 33}, 8, slice_only,
-                 1, 0);
+        run_case(f16, (cfg){0, 0, 1024, 200, 4, 128, 1, 0, 0}, (const int[]){1, 2, 3, 8, 9, 16, 17, 32, 33, 64}, 10,
+                 slice_only, 1, 0);
         run_case(f16, (cfg){1, 0, 256, 40, 8, 32, 0, 0, 1}, (const int[]){3, 16}, 2, slice_only, 1, 0);
         run_case(f16, (cfg){1, 0, 2048, 96, 4, 64, 0, 0, 1}, (const int[]){5, 12}, 2, slice_only, 1, 0);
-        run_case(f16, (cfg){0, 0, 1024, 80, 8, 64, 1, 0, 0}, (const int[]){4, 16}, 2, slice_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 1024, 80, 8, 64, 1, 0, 0}, (const int[]){4, 16, 20}, 3, slice_only, 1, 0);
         run_case(f16, (cfg){0, 0, 1536, 48, 8, 128, 0, 0, 1}, (const int[]){7, 13}, 2, slice_only, 1, 0);
         run_case(f16, (cfg){1, 0, 4096, 200, 8, -1, 1, 0, 0}, (const int[]){2, 16}, 2, slice_only, 1, 0);
-        run_case(f16, (cfg){0, 0, 2048, 64, 4, 512, 0, 0, 1}, (const int[]){6, 11}, 2, slice_only, 1, 0);
-        run_case(bf16, (cfg){0, 0, 2048, 200, 4, 64, 0, 0, 1}, (const int[]){3, 16}, 2, slice_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 2048, 64, 4, 512, 0, 0, 1}, (const int[]){6, 11, 27}, 3, slice_only, 1, 0);
+        run_case(bf16, (cfg){0, 0, 2048, 200, 4, 64, 0, 0, 1}, (const int[]){3, 16, 40}, 3, slice_only, 1, 0);
         run_case(bf16, (cfg){1, 0, 1024, 72, 8, 32, 1, 0, 0}, (const int[]){9}, 1, slice_only, 1, 0);
         if (!small) {
             run_case(f16, (cfg){0, 0, 11008, 4096, 4, 128, 1, 0, 0}, (const int[]){4, 16}, 2, slice_only, 1, 0);
-            run_case(f16, (cfg){1, 0, 4096, 11008, 4, 128, 0, 0, 1}, (const int[]){16}, 1, slice_only, 1, 0);
+            run_case(f16, (cfg){1, 0, 4096, 11008, 4, 128, 0, 0, 1}, (const int[]){16, 32}, 2, slice_only, 1, 0);
         }
     }
     wna16_gemv_tune(NULL);
