@@ -1229,16 +1229,16 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
         return llmq_fail("wna16_linear: x must be 4-byte aligned, y 2-byte aligned");
     const size_t dense_bytes = (size_t)w->N * w->K * 2;
     if (path == WNA16_AUTO) {
-        /* Measured on an H100 (docs/BENCHMARKS.md, fourth session): in the
-         * decode of a 7B slice the ring GEMV is the fastest at batch 2-8 and
-         * the slice kernel from 16 on (2.0-2.9x the ring at batch 32-64,
-         * where it is also 2-3x the MMA kernel; cuBLAS on a dense copy is
-         * faster still above 16 rows). */
+        /* Measured on an H100 (docs/BENCHMARKS.md, fourth and fifth
+         * sessions): in the decode of a 7B slice the ring GEMV is the
+         * fastest at batch 2-8 and the slice kernel from 16 on (2.0-2.9x
+         * the ring at batch 32-64, where it is also 2-3x the MMA kernel;
+         * cuBLAS on a dense copy is faster above 32 rows). */
         const int slice_ok = !gv_tune.ring && !gv_tune.slice_off && ((uintptr_t)x & 15) == 0 &&
                              M >= WNA16_SLICE_MIN_M && M <= WNA16_SLICE_MAX_M && wna16_slice_usable(w, c, M);
         if (M <= WNA16_STREAM_MAX_M && !gv_tune.ring && !w->use_perm && wna16_stream_usable(w, c, M))
             path = WNA16_STREAM;
-        else if (slice_ok && (M <= WNA16_GEMV_MAX_M || !(w->dense && w->dense_dt == b->dt)))
+        else if (slice_ok && (M <= WNA16_SLICE_DENSE_M || !(w->dense && w->dense_dt == b->dt)))
             path = WNA16_SLICE;
         else if (M <= WNA16_GEMV_MAX_M && gemv_usable(w, c, M))
             path = WNA16_GEMV;

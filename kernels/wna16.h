@@ -80,8 +80,8 @@
  * AUTO takes STREAM at M <= WNA16_STREAM_MAX_M without act-order (STREAM
  * gathers x through perm per k-step; GEMV stages it once) unless the
  * tuning knob ring is set; SLICE from WNA16_SLICE_MIN_M rows to
- * WNA16_GEMV_MAX_M, and on to WNA16_SLICE_MAX_M unless a dense copy is
- * cached, where it takes the weight (no act-order, static groups of whole
+ * WNA16_SLICE_MAX_M (WNA16_SLICE_DENSE_M when a dense copy is cached),
+ * where it takes the weight (no act-order, static groups of whole
  * chunks) and neither ring nor slice_off is set; then GEMV up to
  * WNA16_GEMV_MAX_M rows (either when
  * its shared memory holds a slice's scales: always on 7B shapes), else
@@ -121,6 +121,11 @@ enum {
 #define WNA16_STREAM_MAX_M 1
 #define WNA16_SLICE_MIN_M 9
 #define WNA16_SLICE_MAX_M 64
+/* With a dense copy cached, AUTO's largest M for SLICE (DENSE above): on
+ * the H100, w4g128 at M = 32 the slice kernel took 0.62-0.81 of cuBLAS
+ * fp16's time on the 7B shapes, at M = 64 1.18-1.26 (docs/BENCHMARKS.md,
+ * fifth session). */
+#define WNA16_SLICE_DENSE_M 32
 #define WNA16_GEMV_MAX_M 16
 
 /* Repack and upload one GPTQ linear (host arrays, FORMATS.md layout):
