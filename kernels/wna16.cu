@@ -565,15 +565,9 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
             red[((warp * GV_TB + tb) * MT + mt) * 32 + lane] =
                 make_float4(acc[tb][mt][0], acc[tb][mt][1], acc[tb][mt][2], acc[tb][mt][3]);
     __syncthreads();
-    const float *rf = reinterpret_cast<const float *>(red);
-    for (int e = tid; e < E; e += GV_THREADS) {
-        float v = 0.0f;
-#pragma unroll
-        for (int w = 0; w < GV_WARPS; w++)
-            v += rf[w * E + e];
-        part[e] = v;
-    }
-    cluster_sum_store<T, MT>(part, E, ks, a.ks, tid, GV_THREADS, t0, m0, a.M, a.N, y);
+    /* every warp holds a share of all E sums: one run of E per warp */
+    cluster_sum_store<T, MT>(part, reinterpret_cast<const float *>(red), E, GV_WARPS, E, ks, a.ks, tid, GV_THREADS, t0,
+                             m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;

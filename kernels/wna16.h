@@ -44,11 +44,12 @@
  *            at M = 1 x is staged in shared memory in fragment order.
  *            Launched with programmatic dependent launch.
  *   SLICE    decode at a few rows (kernels/wna16_slice.cu): a block owns
- *            a slice of K and 1-16 tiles, stages x for its slice and 8 or
+ *            a slice of K and 1-32 tiles, stages x for its slice and 8 or
  *            16 rows once in shared memory (in fragment order, with the
- *            fold's per-row group sums), and its warps stream their runs of
- *            codes into registers as STREAM does, each A fragment feeding
- *            one mma per 8 rows; the K slices of the same tiles form a
+ *            fold's per-row group sums), and each warp streams its run of
+ *            one tile's codes through its own cp.async ring in shared
+ *            memory, each A fragment feeding one mma per 8 rows (more rows:
+ *            further row blocks); the K slices of the same tiles form a
  *            thread-block cluster (<= 8) that adds its sums through
  *            distributed shared memory. Static groups of whole chunks only
  *            (GPTQ g32..g128 and per-channel weights of real shapes), no

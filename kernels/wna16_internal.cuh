@@ -387,16 +387,29 @@ __device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT]
 }
 
 /* The end of a K-split GEMV whose K slices form a thread-block cluster of
- * nks blocks (ring and slice kernels, compute capability 9.0): part[e],
- * e < E, holds this block's sums in fragment order (per tile tl and row
- * tile mt, e >> 7 = tl * MT + mt, then 32 lanes x 4 accumulators); the
- * slices are added in rank order through distributed shared memory, and
- * rank ks writes its share of the outputs (tiles from t0, rows from m0) to
- * y [M, N]. Threads tid of nthreads; every thread of the cluster calls it. */
+ * nks blocks (ring and slice kernels, compute capability 9.0). The block's
+ * sums, E elements in fragment order (per tile tl and row tile mt,
+ * e >> 7 = tl * MT + mt, then 32 lanes x 4 accumulators), are first added
+ * over the nw warps that hold parts of them: rf (shared memory, written
+ * before a __syncthreads) holds them in runs of U elements, the nw runs of
+ * one unit consecutive, so element e is the sum over j < nw of
+ * rf[(e / U) * U * nw + e % U + j * U]; the sums go to part (shared memory
+ * not overlapping rf). Then the slices are added in rank order through
+ * distributed shared memory, and rank ks writes its share of the outputs
+ * (tiles from t0, rows from m0) to y [M, N]. Threads tid of nthreads;
+ * every thread of the cluster calls it. */
 template <typename T, int MT>
-__device__ __forceinline__ void cluster_sum_store(float *part, int E, int ks, int nks, int tid, int nthreads, int t0,
-                                                  int m0, int M, int N, T *y)
+__device__ __forceinline__ void cluster_sum_store(float *part, const float *rf, int U, int nw, int E, int ks, int nks,
+                                                  int tid, int nthreads, int t0, int m0, int M, int N, T *y)
 {
+    for (int e = tid; e < E; e += nthreads) {
+        const int u = e / U;
+        const float *r = rf + (size_t)u * U * nw + (e - u * U);
+        float v = 0.0f;
+        for (int j = 0; j < nw; j++)
+            v += r[(size_t)j * U];
+        part[e] = v;
+    }
     cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
     cl.sync();
     const int per = (E + nks - 1) / nks, e1 = (ks + 1) * per < E ? (ks + 1) * per : E;

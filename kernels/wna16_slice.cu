@@ -34,8 +34,6 @@
  * and the tiles' sums reuse the staging at the end. */
 #include <string.h>
 
-#include <cooperative_groups.h>
-
 #include <type_traits>
 
 #include "kernels/wna16_internal.cuh"
@@ -254,16 +252,9 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     float *part = reinterpret_cast<float *>(sl_sm + (size_t)nw * MT * 512); /* [tb][MT * 128] */
     red_store<MT>(red, acc, warp, lane);
     __syncthreads();
-    const float *rf = reinterpret_cast<const float *>(red);
-    const int E = a.tb * MT * 128;
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        const int tl = e / (MT * 128), r = e - tl * (MT * 128);
-        float v = 0.0f;
-        for (int wp = 0; wp < a.wpt; wp++)
-            v += rf[(tl * a.wpt + wp) * (MT * 128) + r];
-        part[e] = v;
-    }
-    cluster_sum_store<T, MT>(part, E, ks, a.ks, threadIdx.x, blockDim.x, tg * a.tb, m0, a.M, a.N, y);
+    /* a tile's wpt warps hold consecutive fragment runs of MT * 128 */
+    cluster_sum_store<T, MT>(part, reinterpret_cast<const float *>(red), MT * 128, a.wpt, a.tb * MT * 128, ks, a.ks,
+                             threadIdx.x, blockDim.x, tg * a.tb, m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;

@@ -5,12 +5,14 @@
  *             (bytes read + written), measured in this run
  *   decode    M = 1, 4, 16, 32, 64 on K->N = 4096->4096, 4096->11008, 11008->4096:
  *             w4 g128, w4 g128 act-order, w8 g128 (sym), w8 per channel
- *             (one group over K), through the stream
- *             kernel (AUTO's choice; round 2's ring GEMV and the first MMA
- *             kernel for comparison). GB/s = bytes the kernel must read
+ *             (one group over K), through AUTO's choice (graph replay,
+ *             then "launch": call by call), then each path forced (the
+ *             stream, slice and ring GEMVs, the first MMA kernel; "nan":
+ *             the path does not take the weight). GB/s = bytes the kernel must read
  *             (repacked codes + scales/zeros) / time, and as a % of the
  *             copy bandwidth; cuBLAS fp16 on the dense weight at the same M
- *             (its GB/s counts the fp16 weight); speedup = cuBLAS / stream
+ *             (its GB/s counts the fp16 weight); speedup = cuBLAS / AUTO,
+ *             cuBLAS / ring
  *   prefill   M = 128, 512, w4 g128: the MMA kernel, the dequantization
  *             alone, the SCRATCH path (dequantize to fp16 + cuBLAS per
  *             call) and cuBLAS alone (what the DENSE path costs), TFLOP/s
