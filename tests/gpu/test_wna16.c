@@ -611,16 +611,16 @@ int main(int argc, char **argv)
      * a short last tile group (N = 200, 40, 52: not multiples of 64), K not
      * a multiple of the chunk (1000, 172), M across the 8- and 16-row tiles. */
     static const wna16_gemv_tuning tunes[] = {
-        {0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {8, 64, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {3, 0, 2, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 0, 8, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 0, 8, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 0, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-        {2, 0, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {.refill_last_warp = 1, .zero_fold = 1},
+        {.stages_max = 1, .refill_last_warp = 1, .zero_fold = 1},
+        {.ksplit_max = 1, .no_pdl = 1, .refill_last_warp = 1, .zero_fold = 1},
+        {.ksplit_max = 8, .blocks_per_sm = 64, .stages_max = 1, .refill_last_warp = 1, .zero_fold = 1},
+        {.ksplit_max = 3, .stages_max = 2, .no_pdl = 1, .exact_dequant = 1, .refill_last_warp = 1, .zero_fold = 1},
+        {.stages_max = 8, .meta_loads = 1, .refill_last_warp = 1, .zero_fold = 1},
+        {.stages_max = 8, .exact_dequant = 1, .meta_loads = 1, .refill_last_warp = 1, .zero_fold = 1},
+        {0},
+        {.stages_max = 4, .refill_last_warp = 1, .zero_fold = 1},
+        {.ksplit_max = 2, .stages_max = 3, .zero_fold = 1},
     };
     static const int gemv_only[] = {WNA16_GEMV};
     for (int ti = 0; ti < (int)(sizeof tunes / sizeof tunes[0]); ti++) {
