@@ -71,9 +71,10 @@ if [ "$PART" = prefill7b ]; then
   exit 0
 fi
 if [ "$PART" = slicekernel ]; then
-  # Fourth session: the slice kernel (W4A16 at 2-64 rows) in the decode of
-  # an 8-layer slice of the 7B shape, batch 1-64, against the build before
-  # it (OLD_EVAL=path to its llmq-eval), twice interleaved; then the checks.
+  # The slice kernel's checks, then the W4A16 decode (AUTO: the slice
+  # kernel at 9-64 rows) of an 8-layer slice of the 7B shape, batch 1-64,
+  # against an older build (OLD_EVAL=path to its llmq-eval), twice
+  # interleaved.
   TAIL=1 step test_wna16 "$B/tests/test_wna16"
   grep -hE "^FAIL" "$OUT/test_wna16.log" | head -n 10 | tee -a "$S"
   step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
