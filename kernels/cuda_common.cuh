@@ -172,6 +172,42 @@ template <int N> __device__ __forceinline__ void cp_async_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+/* mbarriers (compute capability 9.0): init with an arrival count;
+ * expect_tx arrives once and adds the bytes that asynchronous copies or
+ * stores must still complete on it; wait spins until the phase of the
+ * given parity has completed. */
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes)
+                 : "memory");
+}
+
+/* CLUSTER: the phase's data may come from other blocks of the cluster
+ * (st.async), so the acquire is at cluster scope. */
+template <bool CLUSTER = false> __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+    uint32_t done;
+    do {
+        if constexpr (CLUSTER)
+            asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
+                         "selp.u32 %0, 1, 0, p;\n\t}"
+                         : "=r"(done)
+                         : "r"(smem_u32(bar)), "r"(parity)
+                         : "memory");
+        else
+            asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                         "selp.u32 %0, 1, 0, p;\n\t}"
+                         : "=r"(done)
+                         : "r"(smem_u32(bar)), "r"(parity)
+                         : "memory");
+    } while (!done);
+}
+
 /* Block-wide reductions for blockDim.x a multiple of 32 (<= 1024). `shm`
  * holds 32 floats; the result is returned to every thread. */
 __device__ __forceinline__ float warp_sum(float v)

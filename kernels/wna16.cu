@@ -139,8 +139,9 @@ __global__ void __launch_bounds__(WARPS * 32)
  *
  *   - a block owns GV_TB 16-channel tiles (64 channels) and one slice of K
  *     (cps chunks); the slices of the same tiles form a thread-block cluster
- *     whose blocks add their partial sums through distributed shared memory
- *     at the end (no workspace, no atomics, a fixed order). The host picks
+ *     whose blocks send each other their partial sums (st.async into
+ *     distributed shared memory, cluster_sum_store) at the end (no
+ *     workspace, no atomics, a fixed order). The host picks
  *     the split from the occupancy, so that every block is resident at once;
  *   - thread 0 copies the slice's scales/zeros and step -> group table,
  *     then the first ns stages (default 2); stage st holds GV_WARPS
@@ -211,35 +212,10 @@ __host__ __device__ __forceinline__ GvSmem gv_smem(int bits, int mt, int ns, int
      * lanes' B-fragment reads (row gl, word t) on 32 different banks. */
     s.xsw = cps * KC / 2 + 4;
     s.part = gv_al16(s.xs + xrows * s.xsw * 4);
-    s.bars = s.part + E * 4;
-    s.cnt = s.bars + (ns + 1) * 8; /* per slot: warps done with it, ever (mod GV_WARPS: who is last) */
+    s.bars = s.part + (E + 4 * GV_KS_MAX) * 4; /* the slices' sums (cluster_sum_store: per * ks <= E + 4 ks) */
+    s.cnt = s.bars + (ns + 2) * 8; /* per slot: warps done with it, ever (mod GV_WARPS: who is last) */
     s.total = s.cnt + ns * 4;
     return s;
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
-                 : "memory");
-}
-
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
-{
-    uint32_t done;
-    do {
-        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-                     "selp.u32 %0, 1, 0, p;\n\t}"
-                     : "=r"(done)
-                     : "r"(smem_addr(bar)), "r"(parity)
-                     : "memory");
-    } while (!done);
 }
 
 /* Bulk copy global -> this block's shared memory, completing on bar; the
@@ -247,8 +223,8 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
 __device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *bar, uint64_t policy)
 {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, "
-                 "[%3], %4;" ::"r"(smem_addr(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy)
+                 "[%3], %4;" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
                  : "memory");
 }
 
@@ -503,6 +479,7 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
             cnt[s] = 0;
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
+    cluster_sum_begin(&bars[a.ns + 1], E, ks, a.ks);
     __syncthreads();
     if (tid == 0) {
         /* The slice's groups and their scales/zeros, ahead of the codes (with
@@ -554,8 +531,8 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
                                            policy);
 
     /* Sum the warps (the ring is free: every stage was waited for), then
-     * the cluster's K slices through distributed shared memory; rank ks
-     * writes its share of the tile group's outputs. */
+     * the cluster's K slices in rank order; rank ks writes its share of the
+     * tile group's outputs. */
     __syncthreads();
     float4 *red = reinterpret_cast<float4 *>(ring);
 #pragma unroll
@@ -566,8 +543,8 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
                 make_float4(acc[tb][mt][0], acc[tb][mt][1], acc[tb][mt][2], acc[tb][mt][3]);
     __syncthreads();
     /* every warp holds a share of all E sums: one run of E per warp */
-    cluster_sum_store<T, MT>(part, reinterpret_cast<const float *>(red), E, GV_WARPS, E, ks, a.ks, tid, GV_THREADS, t0,
-                             m0, a.M, a.N, y);
+    cluster_sum_store<T, MT>(part, &bars[a.ns + 1], reinterpret_cast<const float *>(red), E, GV_WARPS, E, ks, a.ks,
+                             tid, GV_THREADS, t0, m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;

@@ -15,9 +15,9 @@
  * ring in shared memory, SL_D batches ahead (fewer registers than batches
  * held in registers, so up to 32 warps per SM), and feeds every A fragment
  * to MT mma (one per 8 rows). The ks slices of K of the same tiles form a
- * thread-block cluster and add their sums through distributed shared
- * memory in a fixed order: deterministic, no workspace, no atomics (the
- * ring kernel's reduction). The split (tb, warps per tile, ks) is planned
+ * thread-block cluster and send each other their sums through distributed
+ * shared memory, added in a fixed order: deterministic, no workspace, no
+ * atomics (cluster_sum_store, shared with the ring kernel). The split (tb, warps per tile, ks) is planned
  * per weight and M from the driver's cluster occupancy (sl_plan).
  *
  * Scope: static groups of whole chunks and K a multiple of the batch (the
@@ -30,8 +30,9 @@
  * the grid's y, each staging its own rows.
  *
  * Shared memory of a block: the staged x [8 MT rows][xstride words], its
- * flush-unit sums (fold), each warp's scales, each warp's ring; the warps'
- * and the tiles' sums reuse the staging at the end. */
+ * flush-unit sums (fold), each warp's scales, each warp's ring, then the
+ * cluster sum's mbarrier and receive buffer (cluster_sum_store); the warps'
+ * sums reuse the staging at the end. */
 #include <string.h>
 
 #include <type_traits>
@@ -56,7 +57,7 @@ struct SlArgs {
     int gspan;       /* most groups one warp's run touches */
     int xstride;     /* words per staged row of x (padded against bank conflicts) */
     int units;       /* fold: flush units per slice (x sums per row) */
-    int off_sums, off_sz, off_ring; /* byte offsets in shared memory */
+    int off_sums, off_sz, off_ring, off_sum; /* byte offsets in shared memory (off_sum: the cluster sum's mbarrier, then its receive buffer) */
 };
 
 /* Words of a staged x row: nch chunks of KC / 2 words, plus a pad that puts
@@ -76,7 +77,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     extern __shared__ __align__(16) unsigned char sl_sm[];
     const int ks = (int)cg::this_cluster().block_rank(); /* cluster dims (a.ks, 1, 1): the K slice */
     const int tg = blockIdx.x / a.ks, m0 = blockIdx.y * R;
-    const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
     const int ti = warp / a.wpt, nt = tg * a.tb + ti;
     const int sc0 = ks * a.nch, sc1 = sc0 + a.nch < a.nkc ? sc0 + a.nch : a.nkc;
     const int kc0 = sc0 + (warp - ti * a.wpt) * a.cpw;
@@ -85,6 +86,9 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     const uint32_t *xw = reinterpret_cast<const uint32_t *>(sl_sm);
     const float *xg = reinterpret_cast<const float *>(sl_sm + a.off_sums);
     uint2 *szw = reinterpret_cast<uint2 *>(sl_sm + a.off_sz) + (size_t)warp * a.gspan * 8;
+    uint64_t *sum_bar = reinterpret_cast<uint64_t *>(sl_sm + a.off_sum);
+    const int E = a.tb * MT * 128; /* the block's sums */
+    cluster_sum_begin(sum_bar, E, ks, a.ks);
 
     /* The run's scales first, in the cp.async group of the first batch of
      * codes: nothing waits for them before the x staging. */
@@ -245,16 +249,16 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     }
 
     /* The warps of each tile, summed in warp order, then the cluster's K
-     * slices through distributed shared memory in rank order; rank ks
-     * writes its share of the block's outputs. */
+     * slices in rank order; rank ks writes its share of the block's
+     * outputs. */
     __syncthreads(); /* the staging is free (no copy is in flight: the groups after the run's last are empty) */
     float4 *red = reinterpret_cast<float4 *>(sl_sm); /* [nw][MT][32 lanes] */
-    float *part = reinterpret_cast<float *>(sl_sm + (size_t)nw * MT * 512); /* [tb][MT * 128] */
     red_store<MT>(red, acc, warp, lane);
     __syncthreads();
     /* a tile's wpt warps hold consecutive fragment runs of MT * 128 */
-    cluster_sum_store<T, MT>(part, reinterpret_cast<const float *>(red), MT * 128, a.wpt, a.tb * MT * 128, ks, a.ks,
-                             threadIdx.x, blockDim.x, tg * a.tb, m0, a.M, a.N, y);
+    cluster_sum_store<T, MT>(reinterpret_cast<float *>(sl_sm + a.off_sum + 16), sum_bar,
+                             reinterpret_cast<const float *>(red), MT * 128, a.wpt, E, ks, a.ks, threadIdx.x,
+                             blockDim.x, tg * a.tb, m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;
@@ -274,7 +278,7 @@ struct SlPlan {
     int M, device, ftb, fwpt, fks, ok;
     const void *kern;
     int tb, wpt, ks, nch, cpw, gspan, xstride, units;
-    size_t off_sums, off_sz, off_ring, smem;
+    size_t off_sums, off_sz, off_ring, off_sum, smem;
 };
 
 static int sl_force_tb, sl_force_wpt, sl_force_ks, sl_no_pdl, sl_exact;
@@ -383,9 +387,9 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                 const size_t off_sums = xbytes;
                 const size_t off_sz = (off_sums + (fold ? (size_t)R * units * 4 : 0) + 15) & ~(size_t)15;
                 const size_t off_ring = off_sz + (size_t)nw * gspan * 64;
-                size_t smem = off_ring + (size_t)nw * SL_D * SL_U * 512;
-                const size_t red = (size_t)(nw + tb) * mt * 512;
-                smem = smem > red ? smem : red;
+                /* the warps' sums at the end (nw * mt * 512 bytes) reuse the staging and the ring */
+                const size_t off_sum = off_ring + (size_t)nw * SL_D * SL_U * 512;
+                const size_t smem = off_sum + 16 + (size_t)cluster_sum_per(tb * mt * 128, ks) * ks * 4;
                 if (smem > c->smem_optin)
                     continue;
                 const int per_wave = kern ? sl_active_clusters(kern, c, nw, smem, ks) : c->num_sms / ks;
@@ -401,7 +405,8 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                     best = cost;
                     out->tb = tb, out->wpt = wpt, out->ks = ks, out->nch = nch, out->cpw = cpw;
                     out->gspan = gspan, out->xstride = xstride, out->units = units;
-                    out->off_sums = off_sums, out->off_sz = off_sz, out->off_ring = off_ring, out->smem = smem;
+                    out->off_sums = off_sums, out->off_sz = off_sz, out->off_ring = off_ring;
+                    out->off_sum = off_sum, out->smem = smem;
                 }
             }
         }
@@ -494,6 +499,7 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.off_sums = (int)p.off_sums;
     a.off_sz = (int)p.off_sz;
     a.off_ring = (int)p.off_ring;
+    a.off_sum = (int)p.off_sum;
     const dim3 grid((unsigned)((w->ntiles + p.tb - 1) / p.tb * p.ks), (unsigned)((M + 8 * MT - 1) / (8 * MT)));
     const cudaLaunchAttribute cl = cluster_x((unsigned)p.ks); /* the K slices of a tile group */
     return launch_ex(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, grid, dim3((unsigned)(p.tb * p.wpt * 32)), p.smem,
