@@ -1200,11 +1200,13 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
         return llmq_fail("wna16_linear: x must be 4-byte aligned, y 2-byte aligned");
     const size_t dense_bytes = (size_t)w->N * w->K * 2;
     if (path == WNA16_AUTO) {
-        /* Measured on an H100 (docs/BENCHMARKS.md, fourth and fifth
-         * sessions): in the decode of a 7B slice the ring GEMV is the
-         * fastest at batch 2-8 and the slice kernel from 16 on (2.0-2.9x
-         * the ring at batch 32-64, where it is also 2-3x the MMA kernel;
-         * cuBLAS on a dense copy is faster above 32 rows). */
+        /* Measured on an H100 (docs/BENCHMARKS.md, fourth to sixth
+         * sessions): in the decode of a 7B slice the slice kernel is the
+         * fastest from batch 2 on (one block per SM: 3-7 % ahead of the
+         * ring GEMV at batch 4-8; 2.0-2.9x the ring at batch 32-64, where
+         * it is also 2-3x the MMA kernel; cuBLAS on a dense copy is faster
+         * above 32 rows). The ring keeps what the slice kernel does not
+         * take: act-order, groups of part of a chunk, odd K. */
         const int slice_ok = !gv_tune.ring && !gv_tune.slice_off && ((uintptr_t)x & 15) == 0 &&
                              M >= WNA16_SLICE_MIN_M && M <= WNA16_SLICE_MAX_M && wna16_slice_usable(w, c, M);
         if (M <= WNA16_STREAM_MAX_M && !gv_tune.ring && !w->use_perm && wna16_stream_usable(w, c, M))

@@ -50,18 +50,19 @@
  *            one tile's codes through its own cp.async ring in shared
  *            memory, each A fragment feeding one mma per 8 rows (more rows:
  *            further row blocks); the K slices of the same tiles form a
- *            thread-block cluster (<= 8) that adds its sums through
- *            distributed shared memory. Static groups of whole chunks only
- *            (GPTQ g32..g128 and per-channel weights of real shapes), no
- *            act-order. Launched with programmatic dependent launch.
+ *            thread-block cluster (<= 8) whose blocks send each other
+ *            their sums (st.async into distributed shared memory); one
+ *            block per SM. Static groups of whole chunks only (GPTQ
+ *            g64..g128 at 4 bits, g32..g128 at 8, and per-channel weights
+ *            of real shapes), no act-order. Launched with programmatic dependent launch.
  *   GEMV     round 2's decode kernel (any M, meant for M <= 16): blocks of 4 warps own 64
  *            channels x one slice of K; the codes come by bulk copies
  *            (cp.async.bulk) into a 2-stage shared-memory ring per block,
  *            after the slice's scales/zeros and step -> group table; x
  *            (gathered through the act-order table) is staged in shared
  *            memory once. The K slices of a tile group form a thread-block
- *            cluster (<= 8) that adds its partial sums through distributed
- *            shared memory. The split is picked from the occupancy so that
+ *            cluster (<= 8) whose blocks send each other their partial
+ *            sums (st.async into distributed shared memory). The split is picked from the occupancy so that
  *            all blocks are resident at once (wna16_gemv_tune tunes it).
  *            fp16 at M <= 8: the mma takes q - z and the scales multiply the
  *            per-group sums in fp32; otherwise W is rounded to dt first.
@@ -118,9 +119,11 @@ enum {
 };
 
 /* AUTO's largest M for the STREAM and GEMV paths (docs/BENCHMARKS_KERNELS.md:
- * STREAM stages x in shared memory only at M = 1, and loses to GEMV above). */
+ * STREAM stages x in shared memory only at M = 1, and loses to GEMV above),
+ * and SLICE's range (from 2 rows since the sixth session's H100 runs: 3-7 %
+ * ahead of GEMV in the 7B-slice decode at batch 4-8). */
 #define WNA16_STREAM_MAX_M 1
-#define WNA16_SLICE_MIN_M 9
+#define WNA16_SLICE_MIN_M 2
 #define WNA16_SLICE_MAX_M 64
 /* With a dense copy cached, AUTO's largest M for SLICE (DENSE above): on
  * the H100, w4g128 at M = 32 the slice kernel took 0.62-0.81 of cuBLAS

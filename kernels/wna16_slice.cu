@@ -389,7 +389,14 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                 const size_t off_ring = off_sz + (size_t)nw * gspan * 64;
                 /* the warps' sums at the end (nw * mt * 512 bytes) reuse the staging and the ring */
                 const size_t off_sum = off_ring + (size_t)nw * SL_D * SL_U * 512;
-                const size_t smem = off_sum + 16 + (size_t)cluster_sum_per(tb * mt * 128, ks) * ks * 4;
+                size_t smem = off_sum + 16 + (size_t)cluster_sum_per(tb * mt * 128, ks) * ks * 4;
+                /* One block per SM: the block reserves the SM's shared
+                 * memory. Where two fit, the cluster scheduler packed a
+                 * cluster's blocks two to an SM and left SMs idle: at 4
+                 * and 8 rows the planned split took 6.3 / 10.8 / 11.6 us
+                 * so, 7.0 / 10.8 / 14.6 without (kernels/WNA16_NOTES.md
+                 * round 8). */
+                smem = smem > c->smem_optin ? smem : c->smem_optin;
                 if (smem > c->smem_optin)
                     continue;
                 const int per_wave = kern ? sl_active_clusters(kern, c, nw, smem, ks) : c->num_sms / ks;
