@@ -1199,6 +1199,7 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
     if (((uintptr_t)x & 3) || ((uintptr_t)y & 1))
         return llmq_fail("wna16_linear: x must be 4-byte aligned, y 2-byte aligned");
     const size_t dense_bytes = (size_t)w->N * w->K * 2;
+    int slice_checked = 0; /* AUTO has asked wna16_slice_usable already */
     if (path == WNA16_AUTO) {
         /* Measured on an H100 (docs/BENCHMARKS.md, fourth to sixth
          * sessions): in the decode of a 7B slice the slice kernel is the
@@ -1212,7 +1213,7 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
         if (M <= WNA16_STREAM_MAX_M && !gv_tune.ring && !w->use_perm && wna16_stream_usable(w, c, M))
             path = WNA16_STREAM;
         else if (slice_ok && (M <= WNA16_SLICE_DENSE_M || !(w->dense && w->dense_dt == b->dt)))
-            path = WNA16_SLICE;
+            path = WNA16_SLICE, slice_checked = 1;
         else if (M <= WNA16_GEMV_MAX_M && gemv_usable(w, c, M))
             path = WNA16_GEMV;
         else if (w->dense && w->dense_dt == b->dt)
@@ -1224,7 +1225,7 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
     }
     switch (path) {
     case WNA16_STREAM: return wna16_stream_run(w, c, b->dt, y, x, M);
-    case WNA16_SLICE: return wna16_slice_run(w, c, b->dt, y, x, M);
+    case WNA16_SLICE: return wna16_slice_run(w, c, b->dt, y, x, M, slice_checked);
     case WNA16_GEMV: return run_gemv(w, c, b->dt, y, x, M);
     case WNA16_MMA: return run_mma(w, c, b->dt, y, x, M);
     case WNA16_DENSE:

@@ -522,8 +522,10 @@ void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetc
 
 /* The slice GEMV (kernels/wna16_slice.cu): 0 and y = x . W^T, or -1 with
  * llmq_fail(); slice_usable says whether it takes this weight at M (static
- * groups of whole chunks, no act-order, compute capability 9.0). */
-int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M);
+ * groups of whole chunks, no act-order, compute capability 9.0). checked:
+ * the caller has had slice_usable say yes for w, c and M, and x is 16-byte
+ * aligned (AUTO asks before it chooses), so run does not ask again. */
+int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked);
 int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M);
 /* wna16_gemv_tune's knobs for it: tiles per block, warps per tile, K
  * slices (0: planned), no PDL, W rounded before the mma in fp16 too. */

@@ -550,9 +550,9 @@ int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
            sl_plan(w, c, M, mt, fg, 1, NULL, &p) == 0;
 }
 
-int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M)
+int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked)
 {
-    if (((uintptr_t)x & 15) || !wna16_slice_usable(w, c, M))
+    if (!checked && (((uintptr_t)x & 15) || !wna16_slice_usable(w, c, M)))
         return llmq_fail("wna16_linear: the slice kernel takes static groups of whole chunks, K a multiple of %d "
                          "and x 16-byte aligned (K = %d, %d groups%s)",
                          SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
