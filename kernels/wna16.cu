@@ -686,10 +686,12 @@ static int repack(wna16_weight *w, const int32_t *qweight, const int32_t *qzeros
             sg[r / 16] = g;
     for (int r = start[ng]; r < w->Kp; r += 16) /* tail padding: any group (x = 0 there) */
         sg[r / 16] = ng - 1;
-    /* Static groups of 16 * 2^j rows (GPTQ's g32/g64/g128 without
-     * act-order): the streaming GEMV computes a step's group as a shift. */
+    /* Static groups of 16 * 2^j rows in the sorted order (GPTQ's
+     * g32/g64/g128, with act-order too: each group is group_size rows of
+     * the checkpoint's order): the streaming and slice GEMVs compute a
+     * step's group as a shift. */
     w->spg_shift = -1;
-    for (int j = 0; j < 16 && w->spg_shift < 0 && !w->use_perm; j++) {
+    for (int j = 0; j < 16 && w->spg_shift < 0; j++) {
         int ok = 1;
         for (int st = 0; st < w->Kp / 16 && ok; st++)
             ok = sg[st] == (st >> j < ng ? st >> j : ng - 1);
@@ -1206,10 +1208,13 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
          * fastest from batch 2 on (one block per SM: 3-7 % ahead of the
          * ring GEMV at batch 4-8; 2.0-2.9x the ring at batch 32-64, where
          * it is also 2-3x the MMA kernel; cuBLAS on a dense copy is faster
-         * above 32 rows). The ring keeps what the slice kernel does not
-         * take: act-order, groups of part of a chunk, odd K. */
+         * above 32 rows). Act-order weights, which the stream kernel does
+         * not take, go to the slice kernel from one row. The ring keeps
+         * what the slice kernel does not take: groups of part of a chunk,
+         * odd K. */
         const int slice_ok = !gv_tune.ring && !gv_tune.slice_off && ((uintptr_t)x & 15) == 0 &&
-                             M >= WNA16_SLICE_MIN_M && M <= WNA16_SLICE_MAX_M && wna16_slice_usable(w, c, M);
+                             M >= (w->use_perm ? 1 : WNA16_SLICE_MIN_M) && M <= WNA16_SLICE_MAX_M &&
+                             wna16_slice_usable(w, c, M);
         if (M <= WNA16_STREAM_MAX_M && !gv_tune.ring && !w->use_perm && wna16_stream_usable(w, c, M))
             path = WNA16_STREAM;
         else if (slice_ok && (M <= WNA16_SLICE_DENSE_M || !(w->dense && w->dense_dt == b->dt)))

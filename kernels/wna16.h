@@ -54,7 +54,8 @@
  *            their sums (st.async into distributed shared memory); one
  *            block per SM. Static groups of whole chunks only (GPTQ
  *            g64..g128 at 4 bits, g32..g128 at 8, and per-channel weights
- *            of real shapes), no act-order. Launched with programmatic dependent launch.
+ *            of real shapes), act-order too (the repack sorts rows by
+ *            group; x is gathered through perm when it is staged). Launched with programmatic dependent launch.
  *   GEMV     round 2's decode kernel (any M, meant for M <= 16): blocks of 4 warps own 64
  *            channels x one slice of K; the codes come by bulk copies
  *            (cp.async.bulk) into a 2-stage shared-memory ring per block,
@@ -80,14 +81,14 @@
  *            call cuBLAS: no persistent dense copy, one extra pass over a
  *            dense W per call.
  * AUTO takes STREAM at M <= WNA16_STREAM_MAX_M without act-order (STREAM
- * gathers x through perm per k-step; GEMV stages it once) unless the
- * tuning knob ring is set; SLICE from WNA16_SLICE_MIN_M rows to
- * WNA16_SLICE_MAX_M (WNA16_SLICE_DENSE_M when a dense copy is cached),
- * where it takes the weight (no act-order, static groups of whole
- * chunks) and neither ring nor slice_off is set; then GEMV up to
- * WNA16_GEMV_MAX_M rows (either when
- * its shared memory holds a slice's scales: always on 7B shapes), else
- * DENSE when cached, else SCRATCH when a scratch is attached, else MMA.
+ * gathers x through perm per k-step; SLICE and GEMV stage it once) unless
+ * the tuning knob ring is set; SLICE from WNA16_SLICE_MIN_M rows (from one
+ * under act-order) to WNA16_SLICE_MAX_M (WNA16_SLICE_DENSE_M when a dense
+ * copy is cached), where it takes the weight (static groups of whole
+ * chunks in the sorted order) and neither ring nor slice_off is set; then
+ * GEMV up to WNA16_GEMV_MAX_M rows (when its shared memory holds a
+ * slice's scales: always on 7B shapes), else DENSE when cached, else
+ * SCRATCH when a scratch is attached, else MMA.
  *
  * Measured: docs/BENCHMARKS_KERNELS.md (H200), kernels/WNA16_NOTES.md.
  *

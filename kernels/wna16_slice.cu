@@ -22,8 +22,12 @@
  *
  * Scope: static groups of whole chunks and K a multiple of the batch (the
  * stream kernel's FAST weights: GPTQ g32..g128 and per-channel checkpoints
- * of real shapes); act-order and odd shapes stay on the ring kernel
- * (wna16_slice_usable says no). fp16 folds the zero point per group as the
+ * of real shapes). Act-order too: the repack sorts W's rows by group, so
+ * that GPTQ's act-order groups (each group_size rows of the checkpoint's
+ * order) are static groups again, and the staging gathers x through the
+ * repack's row -> channel table (perm): once per block, where the ring and
+ * stream kernels pay for the gather per k-step or per call. Odd shapes
+ * stay on the ring kernel (wna16_slice_usable says no). fp16 folds the zero point per group as the
  * stream kernel does (the mma takes the codes as 1024 + q, and the group's
  * x sums, per row, come from the staging); bf16 and the exact_dequant knob
  * round W to dt before the mma. M > 8 * MT takes further row blocks along
@@ -50,6 +54,7 @@ namespace cg = cooperative_groups;
 struct SlArgs {
     const int4 *wq;
     const uint2 *sz;
+    const int *perm; /* act-order: repacked row -> channel of x (-1: padding); NULL: the identity */
     int M, K, N, ng, nkc, ntiles;
     int tb, wpt, ks; /* tiles per block, warps per tile, K slices (cluster size) */
     int nch, cpw;    /* chunks per slice, per warp run (multiples of SL_U) */
@@ -147,8 +152,19 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
 #pragma unroll
             for (int u = 0; u < XU; u++) {
                 const int i = i0 + u * blockDim.x + lane, row = i / P;
-                v[u] = i < n && m0 + row < a.M ? __ldg(x4 + (size_t)(m0 + row) * (a.K / 8) + (i - row * P))
-                                               : make_uint4(0, 0, 0, 0);
+                v[u] = make_uint4(0, 0, 0, 0);
+                if (i < n && m0 + row < a.M) {
+                    if (!a.perm) {
+                        v[u] = __ldg(x4 + (size_t)(m0 + row) * (a.K / 8) + (i - row * P));
+                    } else { /* the piece's 8 repacked rows, gathered (warp-uniform branch) */
+                        const uint16_t *xr = reinterpret_cast<const uint16_t *>(x) + (size_t)(m0 + row) * a.K;
+                        const int r = (sc0 * (KC / 8) + i - row * P) * 8;
+                        v[u].x = x_pair<true>(xr, r, a.K, a.perm);
+                        v[u].y = x_pair<true>(xr, r + 2, a.K, a.perm);
+                        v[u].z = x_pair<true>(xr, r + 4, a.K, a.perm);
+                        v[u].w = x_pair<true>(xr, r + 6, a.K, a.perm);
+                    }
+                }
             }
             issue_upto(SL_D);
 #pragma unroll
@@ -298,7 +314,7 @@ void wna16_slice_tune_set(int tb, int wpt, int ks, int no_pdl, int exact_dequant
 static int sl_unit_shift(const wna16_weight *w)
 {
     const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, lsteps = w->bits == 4 ? 2 : 1;
-    if (w->use_perm || w->K % KC || w->nkc % SL_U)
+    if (w->K % KC || w->nkc % SL_U)
         return -1;
     if (w->ng == 1)
         return 2;
@@ -488,6 +504,7 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     memset(&a, 0, sizeof a);
     a.wq = w->wq;
     a.sz = w->sz;
+    a.perm = w->use_perm ? w->perm : NULL;
     a.M = M;
     a.K = w->K;
     a.N = w->N;
@@ -553,8 +570,8 @@ int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
 int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked)
 {
     if (!checked && (((uintptr_t)x & 15) || !wna16_slice_usable(w, c, M)))
-        return llmq_fail("wna16_linear: the slice kernel takes static groups of whole chunks, K a multiple of %d "
-                         "and x 16-byte aligned (K = %d, %d groups%s)",
+        return llmq_fail("wna16_linear: the slice kernel takes static groups of whole chunks (in the order sorted "
+                         "by group), K a multiple of %d and x 16-byte aligned (K = %d, %d groups%s)",
                          SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
                          w->use_perm ? ", act-order" : "");
     SlPlan p = {};

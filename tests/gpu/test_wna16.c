@@ -555,17 +555,6 @@ static void check_errors(llmq_backend *b)
         wna16_free(w);
     }
     gptq_free(&t);
-    /* act-order: the slice kernel stages x in the checkpoint's order */
-    make_random(&t, 1024, 64, 4, 128, 1, 1, 0);
-    w = NULL;
-    if (wna16_prepare(&w, b, t.qweight, t.qzeros, t.scales, t.g_idx, 1024, 64, 4, 0)) {
-        printf("FAIL error checks: prepare: %s\n", llmq_last_error());
-        n_fail++;
-    } else {
-        report(wna16_linear_path(w, b, NULL, NULL, 4, WNA16_SLICE) != 0, "error: slice path refuses act-order", 0);
-        wna16_free(w);
-    }
-    gptq_free(&t);
 }
 
 int main(int argc, char **argv)
@@ -682,8 +671,8 @@ int main(int argc, char **argv)
      * the mma, without PDL), 8-row and 16-row tiles, further row blocks
      * (M = 17-64), N not a multiple of the block's tiles, K with a short
      * last slice (11008 = 172 chunks), every flush unit (1, 2, 4 chunks;
-     * one group; groups of 8 chunks), bf16. (4-bit groups of 32 are half a
-     * chunk: not the slice kernel's; check_errors.) */
+     * one group; groups of 8 chunks), bf16, act-order. (4-bit groups of 32
+     * are half a chunk: not the slice kernel's; check_errors.) */
     static const wna16_gemv_tuning ltunes[] = {
         {0}, {.slice_tb = 1, .slice_wpt = 1, .slice_ks = 1}, {.slice_tb = 16, .slice_wpt = 1, .slice_ks = 8},
         {.slice_tb = 2, .slice_wpt = 4, .slice_ks = 2}, {.exact_dequant = 1, .no_pdl = 1}};
@@ -703,9 +692,14 @@ int main(int argc, char **argv)
         run_case(f16, (cfg){0, 0, 2048, 64, 4, 512, 0, 0, 1}, (const int[]){6, 11, 27}, 3, slice_only, 1, 0);
         run_case(bf16, (cfg){0, 0, 2048, 200, 4, 64, 0, 0, 1}, (const int[]){3, 16, 40}, 3, slice_only, 1, 0);
         run_case(bf16, (cfg){1, 0, 1024, 72, 8, 32, 1, 0, 0}, (const int[]){9}, 1, slice_only, 1, 0);
+        /* act-order: x gathered through the repack's row order at staging */
+        run_case(f16, (cfg){0, 0, 1024, 200, 4, 128, 0, 1, 0}, (const int[]){1, 4, 16, 33}, 4, slice_only, 1, 0);
+        run_case(f16, (cfg){1, 0, 2048, 96, 4, 64, 1, 1, 1}, (const int[]){2, 16}, 2, slice_only, 1, 0);
+        run_case(bf16, (cfg){0, 0, 1024, 40, 8, 32, 0, 1, 0}, (const int[]){3, 17}, 2, slice_only, 1, 0);
         if (!small) {
             run_case(f16, (cfg){0, 0, 11008, 4096, 4, 128, 1, 0, 0}, (const int[]){4, 16}, 2, slice_only, 1, 0);
             run_case(f16, (cfg){1, 0, 4096, 11008, 4, 128, 0, 0, 1}, (const int[]){16, 32}, 2, slice_only, 1, 0);
+            run_case(f16, (cfg){1, 0, 11008, 4096, 4, 128, 0, 1, 0}, (const int[]){1, 16}, 2, slice_only, 1, 0);
         }
     }
     wna16_gemv_tune(NULL);
