@@ -283,6 +283,41 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
 #endif
 }
 
+/* x [M, K] in the repack's row order (act-order), xs [M, Kp] (padding rows
+ * 0), for a slice kernel that then reads it like any other x: gathered in
+ * the slice kernel's staging, every 2-byte read of a scattered channel
+ * costs an L2 sector, and the blocks of the grid all gather (w4g128 at
+ * M = 16 took 15-38 us so, against 7.5-15 us for the same weight
+ * without act-order). Block (s, m) copies row m into shared memory, then
+ * writes its SORT_SPAN sorted positions from there. */
+#define SORT_SPAN 2048
+/* From this many rows on (below, the staging's gather was faster: the sort
+ * kernel cannot start while the slice kernel before it holds the SMs, one
+ * block each, so it adds a launch; H100, w4g128 at M = 1 / 4: 12.7-23.8 us
+ * sorted against 7.8-16.7 gathered, at M = 16: 13.2 / 19.1 / 26.3 against
+ * 15.0 / 27.7 / 38.1). */
+#define SORT_MIN_M 9
+template <typename T>
+__global__ void __launch_bounds__(256) wna16_x_sort_kernel(T *__restrict__ xs, const T *__restrict__ x,
+                                                           const int *__restrict__ perm, int K, int Kp)
+{
+    extern __shared__ __align__(16) unsigned char sort_sm[];
+    uint16_t *row = reinterpret_cast<uint16_t *>(sort_sm);
+    const size_t m = blockIdx.y;
+    const int r0 = blockIdx.x * SORT_SPAN, r1 = r0 + SORT_SPAN < Kp ? r0 + SORT_SPAN : Kp;
+    pdl_wait();
+    pdl_trigger();
+    const uint16_t *xr = reinterpret_cast<const uint16_t *>(x) + m * K;
+    for (int k = threadIdx.x; k < K; k += blockDim.x)
+        row[k] = __ldg(xr + k);
+    __syncthreads();
+    uint16_t *d = reinterpret_cast<uint16_t *>(xs) + m * Kp;
+    for (int r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
+        const int k = __ldg(perm + r);
+        d[r] = k >= 0 ? row[k] : (uint16_t)0;
+    }
+}
+
 /* ---- host side ---- */
 
 /* A split of the slice kernel and its shared-memory layout, with the key it
@@ -489,7 +524,7 @@ static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int 
 
 template <typename T, int BITS, int MT, int FG, bool FOLD>
 static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
-                             SlPlan *shown)
+                             int x_sorted, SlPlan *shown)
 {
     static int regs; /* per instantiation; asking sets its shared memory limit */
     cudaError_t re = kernel_regs(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, c, &regs);
@@ -504,9 +539,9 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     memset(&a, 0, sizeof a);
     a.wq = w->wq;
     a.sz = w->sz;
-    a.perm = w->use_perm ? w->perm : NULL;
+    a.perm = w->use_perm && !x_sorted ? w->perm : NULL;
     a.M = M;
-    a.K = w->K;
+    a.K = x_sorted ? w->nkc * (BITS == 4 ? Cfg<4>::KC : Cfg<8>::KC) : w->K; /* x's row length */
     a.N = w->N;
     a.ng = w->ng;
     a.nkc = w->nkc;
@@ -532,25 +567,26 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
 
 template <typename T, int BITS, int MT>
 static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
-                                SlPlan *shown)
+                                int x_sorted, SlPlan *shown)
 {
     const bool fold = std::is_same<T, __half>::value && !sl_exact;
     switch (sl_unit_shift(w)) {
-    case 0: return fold ? sl_launch<__half, BITS, MT, 0, true>(w, c, y, x, M, shown)
-                        : sl_launch<T, BITS, MT, 0, false>(w, c, y, x, M, shown);
-    case 1: return fold ? sl_launch<__half, BITS, MT, 1, true>(w, c, y, x, M, shown)
-                        : sl_launch<T, BITS, MT, 1, false>(w, c, y, x, M, shown);
-    case 2: return fold ? sl_launch<__half, BITS, MT, 2, true>(w, c, y, x, M, shown)
-                        : sl_launch<T, BITS, MT, 2, false>(w, c, y, x, M, shown);
+    case 0: return fold ? sl_launch<__half, BITS, MT, 0, true>(w, c, y, x, M, x_sorted, shown)
+                        : sl_launch<T, BITS, MT, 0, false>(w, c, y, x, M, x_sorted, shown);
+    case 1: return fold ? sl_launch<__half, BITS, MT, 1, true>(w, c, y, x, M, x_sorted, shown)
+                        : sl_launch<T, BITS, MT, 1, false>(w, c, y, x, M, x_sorted, shown);
+    case 2: return fold ? sl_launch<__half, BITS, MT, 2, true>(w, c, y, x, M, x_sorted, shown)
+                        : sl_launch<T, BITS, MT, 2, false>(w, c, y, x, M, x_sorted, shown);
     default: return cudaErrorInvalidValue; /* wna16_slice_usable said no: not reached */
     }
 }
 
 template <typename T, int BITS>
 static cudaError_t sl_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
-                                SlPlan *shown)
+                                int x_sorted, SlPlan *shown)
 {
-    return M <= 8 ? sl_launch_fg<T, BITS, 1>(w, c, y, x, M, shown) : sl_launch_fg<T, BITS, 2>(w, c, y, x, M, shown);
+    return M <= 8 ? sl_launch_fg<T, BITS, 1>(w, c, y, x, M, x_sorted, shown)
+                  : sl_launch_fg<T, BITS, 2>(w, c, y, x, M, x_sorted, shown);
 }
 
 int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
@@ -574,11 +610,37 @@ int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, 
                          "by group), K a multiple of %d and x 16-byte aligned (K = %d, %d groups%s)",
                          SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
                          w->use_perm ? ", act-order" : "");
+    /* Act-order from SORT_MIN_M rows with a scratch attached (the model
+     * runner attaches its prefill scratch): x sorted into it first
+     * (wna16_x_sort_kernel), and the slice kernel reads that. Otherwise
+     * its staging gathers. */
+    const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, kp = w->nkc * KC;
+    int x_sorted = 0;
+    if (w->use_perm && M >= SORT_MIN_M && w->scratch && w->scratch_bytes >= (size_t)M * kp * 2 &&
+        (size_t)w->K * 2 <= c->smem_optin) {
+        static int rh, rb; /* per instantiation; asking sets its shared memory limit */
+        const dim3 grid((unsigned)((kp + SORT_SPAN - 1) / SORT_SPAN), (unsigned)M);
+        cudaError_t e = dt == LLMQ_F16 ? kernel_regs(wna16_x_sort_kernel<__half>, c, &rh)
+                                       : kernel_regs(wna16_x_sort_kernel<__nv_bfloat16>, c, &rb);
+        if (e == cudaSuccess)
+            e = dt == LLMQ_F16 ? launch_ex(wna16_x_sort_kernel<__half>, grid, dim3(256), (size_t)w->K * 2, c->stream,
+                                           NULL, 0, !sl_no_pdl, (__half *)w->scratch, (const __half *)x,
+                                           (const int *)w->perm, w->K, kp)
+                               : launch_ex(wna16_x_sort_kernel<__nv_bfloat16>, grid, dim3(256), (size_t)w->K * 2,
+                                           c->stream, NULL, 0, !sl_no_pdl, (__nv_bfloat16 *)w->scratch,
+                                           (const __nv_bfloat16 *)x, (const int *)w->perm, w->K, kp);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            return llmq_fail("wna16_x_sort_kernel: launch failed (M = %d, K = %d): %s", M, w->K, cudaGetErrorString(e));
+        }
+        x = w->scratch;
+        x_sorted = 1;
+    }
     SlPlan p = {};
-    cudaError_t e = dt == LLMQ_F16 ? (w->bits == 4 ? sl_launch_mt<__half, 4>(w, c, y, x, M, &p)
-                                                   : sl_launch_mt<__half, 8>(w, c, y, x, M, &p))
-                                   : (w->bits == 4 ? sl_launch_mt<__nv_bfloat16, 4>(w, c, y, x, M, &p)
-                                                   : sl_launch_mt<__nv_bfloat16, 8>(w, c, y, x, M, &p));
+    cudaError_t e = dt == LLMQ_F16 ? (w->bits == 4 ? sl_launch_mt<__half, 4>(w, c, y, x, M, x_sorted, &p)
+                                                   : sl_launch_mt<__half, 8>(w, c, y, x, M, x_sorted, &p))
+                                   : (w->bits == 4 ? sl_launch_mt<__nv_bfloat16, 4>(w, c, y, x, M, x_sorted, &p)
+                                                   : sl_launch_mt<__nv_bfloat16, 8>(w, c, y, x, M, x_sorted, &p));
     if (e != cudaSuccess) {
         cudaGetLastError();
         return llmq_fail("wna16_slice_kernel: launch failed (%d tiles x %d warps, %d K slices, %zu bytes of shared "

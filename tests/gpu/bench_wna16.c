@@ -4,7 +4,10 @@
  *   copy      cudaMemcpy device to device of 1 GiB: the bandwidth ceiling
  *             (bytes read + written), measured in this run
  *   decode    M = 1, 4, 16, 32, 64 on K->N = 4096->4096, 4096->11008, 11008->4096:
- *             w4 g128, w4 g128 act-order, w8 g128 (sym), w8 per channel
+ *             w4 g128, w4 g128 act-order (with a scratch of N * K * 2
+ *             bytes attached, as the model runner attaches its prefill
+ *             scratch: the slice path sorts x into it), w8 g128 (sym), w8
+ *             per channel
  *             (one group over K), through AUTO's choice (graph replay,
  *             then "launch": call by call), then each path forced (the
  *             stream, slice and ring GEMVs, the first MMA kernel; "nan":
@@ -68,6 +71,7 @@ struct bench {
     int nq;
     void *dense[MAXC];
     int nd;
+    void *scratch; /* act-order: N * K * 2 bytes attached to every copy, as the model runner attaches its own */
     void *x, *y;
 };
 
@@ -164,6 +168,13 @@ static void load(struct bench *B, int bits, int G, int act, int with_dense)
         if (wna16_clone(&B->q[i], g, B->q[0]))
             die("clone");
     B->nd = 0;
+    B->scratch = NULL;
+    if (act) {
+        if (!(B->scratch = g->alloc(g, (size_t)B->N * B->K * 2)))
+            die("scratch");
+        for (int i = 0; i < B->nq; i++)
+            wna16_set_scratch(B->q[i], B->scratch, (size_t)B->N * B->K * 2);
+    }
     if (with_dense) {
         const size_t db = (size_t)B->N * B->K * 2;
         B->nd = copies_for(db);
@@ -181,6 +192,9 @@ static void unload(struct bench *B)
         wna16_free(B->q[i]);
     for (int i = 0; i < B->nd; i++)
         g->free(g, B->dense[i]);
+    if (B->scratch)
+        g->free(g, B->scratch);
+    B->scratch = NULL;
     B->nq = B->nd = 0;
 }
 

@@ -676,7 +676,7 @@ int main(int argc, char **argv)
     static const wna16_gemv_tuning ltunes[] = {
         {0}, {.slice_tb = 1, .slice_wpt = 1, .slice_ks = 1}, {.slice_tb = 16, .slice_wpt = 1, .slice_ks = 8},
         {.slice_tb = 2, .slice_wpt = 4, .slice_ks = 2}, {.exact_dequant = 1, .no_pdl = 1}};
-    static const int slice_only[] = {WNA16_SLICE};
+    static const int slice_only[] = {WNA16_SLICE}, slice_scratch[] = {WNA16_SLICE, WNA16_SCRATCH};
     for (int ti = 0; ti < (int)(sizeof ltunes / sizeof ltunes[0]); ti++) {
         const wna16_gemv_tuning *tu = &ltunes[ti];
         printf("-- slice tuning: tiles %d, warps per tile %d, K slices %d, exact_dequant %d, no_pdl %d\n",
@@ -692,14 +692,17 @@ int main(int argc, char **argv)
         run_case(f16, (cfg){0, 0, 2048, 64, 4, 512, 0, 0, 1}, (const int[]){6, 11, 27}, 3, slice_only, 1, 0);
         run_case(bf16, (cfg){0, 0, 2048, 200, 4, 64, 0, 0, 1}, (const int[]){3, 16, 40}, 3, slice_only, 1, 0);
         run_case(bf16, (cfg){1, 0, 1024, 72, 8, 32, 1, 0, 0}, (const int[]){9}, 1, slice_only, 1, 0);
-        /* act-order: x gathered through the repack's row order at staging */
+        /* act-order: x gathered through the repack's row order at staging,
+         * or (a scratch attached) sorted into the scratch first */
         run_case(f16, (cfg){0, 0, 1024, 200, 4, 128, 0, 1, 0}, (const int[]){1, 4, 16, 33}, 4, slice_only, 1, 0);
+        run_case(f16, (cfg){0, 0, 1024, 200, 4, 128, 0, 1, 0}, (const int[]){1, 16, 64}, 3, slice_scratch, 2, 0);
         run_case(f16, (cfg){1, 0, 2048, 96, 4, 64, 1, 1, 1}, (const int[]){2, 16}, 2, slice_only, 1, 0);
         run_case(bf16, (cfg){0, 0, 1024, 40, 8, 32, 0, 1, 0}, (const int[]){3, 17}, 2, slice_only, 1, 0);
+        run_case(bf16, (cfg){0, 0, 1024, 40, 8, 32, 0, 1, 0}, (const int[]){3, 17}, 2, slice_scratch, 2, 0);
         if (!small) {
             run_case(f16, (cfg){0, 0, 11008, 4096, 4, 128, 1, 0, 0}, (const int[]){4, 16}, 2, slice_only, 1, 0);
             run_case(f16, (cfg){1, 0, 4096, 11008, 4, 128, 0, 0, 1}, (const int[]){16, 32}, 2, slice_only, 1, 0);
-            run_case(f16, (cfg){1, 0, 11008, 4096, 4, 128, 0, 1, 0}, (const int[]){1, 16}, 2, slice_only, 1, 0);
+            run_case(f16, (cfg){1, 0, 11008, 4096, 4, 128, 0, 1, 0}, (const int[]){1, 16}, 2, slice_scratch, 2, 0);
         }
     }
     wna16_gemv_tune(NULL);
