@@ -90,7 +90,7 @@
  * slice's scales: always on 7B shapes), else DENSE when cached, else
  * SCRATCH when a scratch is attached, else MMA.
  *
- * Measured: docs/BENCHMARKS_KERNELS.md (H200), kernels/WNA16_NOTES.md.
+ * Measured: docs/BENCHMARKS_KERNELS.md (H200, then H100), kernels/WNA16_NOTES.md.
  *
  * All functions return 0, or -1 with llmq_fail(); none exits. b must be a
  * CUDA backend (llmq_backend_cuda); work is enqueued on its stream. Only

@@ -72,7 +72,7 @@ if [ "$PART" = prefill7b ]; then
 fi
 if [ "$PART" = slicekernel ]; then
   # The slice kernel's checks, then the W4A16 decode (AUTO: the slice
-  # kernel at 9-64 rows) of an 8-layer slice of the 7B shape, batch 1-64,
+  # kernel at 2-64 rows) of an 8-layer slice of the 7B shape, batch 1-64,
   # against an older build (OLD_EVAL=path to its llmq-eval), twice
   # interleaved.
   TAIL=1 step test_wna16 "$B/tests/test_wna16"
