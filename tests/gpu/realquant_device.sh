@@ -24,6 +24,7 @@ if [ "$PART" = checks ] || [ "$PART" = all ]; then
   for k in kv_cache wna16 w8a8 nf4_gemv; do TAIL=2 step test_$k "$B/tests/test_$k"; done
   step forward_cuda "$B/tests/test_forward_cuda" "$D/models/stories260K" "$EV" 512 16
   TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 step realquant_e2e bash tests/e2e/realquant.sh
+  TAIL=12 step realquant_slice bash tests/gpu/realquant_slice.sh
 fi
 if [ "$PART" = bench ] || [ "$PART" = all ]; then
   TAIL=30 LLMQ_DEVICE=cuda LLMQ_WINDOWS=400 LLMQ_REAL_FLAGS=--kernels-only step realquant_e2e_kernels_only bash tests/e2e/realquant.sh
