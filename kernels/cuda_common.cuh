@@ -194,7 +194,8 @@ template <bool CLUSTER = false> __device__ __forceinline__ void mbar_wait(uint64
     uint32_t done;
     do {
         if constexpr (CLUSTER)
-            asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
+            asm volatile("{\n\t.reg .pred p;\n\t"
+                         "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
                          "selp.u32 %0, 1, 0, p;\n\t}"
                          : "=r"(done)
                          : "r"(smem_u32(bar)), "r"(parity)

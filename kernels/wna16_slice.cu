@@ -17,8 +17,9 @@
  * to MT mma (one per 8 rows). The ks slices of K of the same tiles form a
  * thread-block cluster and send each other their sums through distributed
  * shared memory, added in a fixed order: deterministic, no workspace, no
- * atomics (cluster_sum_store, shared with the ring kernel). The split (tb, warps per tile, ks) is planned
- * per weight and M from the driver's cluster occupancy (sl_plan).
+ * atomics (cluster_sum_store, shared with the ring kernel). The split (tb,
+ * warps per tile, ks) is planned per weight and M from the driver's
+ * cluster occupancy (sl_plan), one block per SM.
  *
  * Scope: static groups of whole chunks and K a multiple of the batch (the
  * stream kernel's FAST weights: GPTQ g32..g128 and per-channel checkpoints
@@ -26,11 +27,12 @@
  * that GPTQ's act-order groups (each group_size rows of the checkpoint's
  * order) are static groups again, and the staging gathers x through the
  * repack's row -> channel table (perm): once per block, where the ring and
- * stream kernels pay for the gather per k-step or per call. Odd shapes
- * stay on the ring kernel (wna16_slice_usable says no). fp16 folds the zero point per group as the
- * stream kernel does (the mma takes the codes as 1024 + q, and the group's
- * x sums, per row, come from the staging); bf16 and the exact_dequant knob
- * round W to dt before the mma. M > 8 * MT takes further row blocks along
+ * stream kernels pay for the gather per k-step or per call (from
+ * SORT_MIN_M rows x is sorted into a scratch first, when one is attached).
+ * Odd shapes stay on the ring kernel (wna16_slice_usable says no). fp16
+ * folds the zero point per group as the stream kernel does (the mma takes
+ * the codes as 1024 + q, and the group's x sums, per row, come from the
+ * staging); bf16 and the exact_dequant knob round W to dt before the mma. M > 8 * MT takes further row blocks along
  * the grid's y, each staging its own rows.
  *
  * Shared memory of a block: the staged x [8 MT rows][xstride words], its
@@ -62,7 +64,8 @@ struct SlArgs {
     int gspan;       /* most groups one warp's run touches */
     int xstride;     /* words per staged row of x (padded against bank conflicts) */
     int units;       /* fold: flush units per slice (x sums per row) */
-    int off_sums, off_sz, off_ring, off_sum; /* byte offsets in shared memory (off_sum: the cluster sum's mbarrier, then its receive buffer) */
+    int off_sums, off_sz, off_ring; /* byte offsets in shared memory */
+    int off_sum;                    /* the cluster sum's mbarrier, then its receive buffer */
 };
 
 /* Words of a staged x row: nch chunks of KC / 2 words, plus a pad that puts
