@@ -217,7 +217,10 @@ int wna16_dequant(const wna16_weight *w, llmq_backend *b, void *dst);
 int wna16_cache_dense(wna16_weight *w, llmq_backend *b, int on);
 
 /* Lend a device buffer of `bytes` (>= N*K*2 to be used) for the SCRATCH
- * path; NULL detaches. The caller keeps ownership; handles may share one. */
+ * path; NULL detaches. Under act-order the SLICE path also sorts x into it
+ * from 9 rows (M * K * 2 bytes). Both write it in stream order, so handles
+ * on one stream may share one; the caller keeps ownership and must not use
+ * it for anything else while products are enqueued. */
 void wna16_set_scratch(wna16_weight *w, void *scratch, size_t bytes);
 
 /* Linears that read one x (q/k/v, gate/up) in one launch: up to this many. */
