@@ -189,25 +189,19 @@ __device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes)
 
 /* CLUSTER: the phase's data may come from other blocks of the cluster
  * (st.async), so the acquire is at cluster scope. */
+#define MBAR_TRY_WAIT(sem)                                                                                             \
+    "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity" sem ".shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
 template <bool CLUSTER = false> __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
 {
     uint32_t done;
     do {
         if constexpr (CLUSTER)
-            asm volatile("{\n\t.reg .pred p;\n\t"
-                         "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
-                         "selp.u32 %0, 1, 0, p;\n\t}"
-                         : "=r"(done)
-                         : "r"(smem_u32(bar)), "r"(parity)
-                         : "memory");
+            asm volatile(MBAR_TRY_WAIT(".acquire.cluster") : "=r"(done) : "r"(smem_u32(bar)), "r"(parity) : "memory");
         else
-            asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-                         "selp.u32 %0, 1, 0, p;\n\t}"
-                         : "=r"(done)
-                         : "r"(smem_u32(bar)), "r"(parity)
-                         : "memory");
+            asm volatile(MBAR_TRY_WAIT("") : "=r"(done) : "r"(smem_u32(bar)), "r"(parity) : "memory");
     } while (!done);
 }
+#undef MBAR_TRY_WAIT
 
 /* Block-wide reductions for blockDim.x a multiple of 32 (<= 1024). `shm`
  * holds 32 floats; the result is returned to every thread. */

@@ -55,7 +55,9 @@
  *            block per SM. Static groups of whole chunks only (GPTQ
  *            g64..g128 at 4 bits, g32..g128 at 8, and per-channel weights
  *            of real shapes), act-order too (the repack sorts rows by
- *            group; x is gathered through perm when it is staged). Launched with programmatic dependent launch.
+ *            group; x is gathered through perm when it is staged, or from
+ *            9 rows sorted into the attached scratch first). Launched
+ *            with programmatic dependent launch.
  *   GEMV     round 2's decode kernel (any M, meant for M <= 16): blocks of 4 warps own 64
  *            channels x one slice of K; the codes come by bulk copies
  *            (cp.async.bulk) into a 2-stage shared-memory ring per block,
@@ -63,8 +65,9 @@
  *            (gathered through the act-order table) is staged in shared
  *            memory once. The K slices of a tile group form a thread-block
  *            cluster (<= 8) whose blocks send each other their partial
- *            sums (st.async into distributed shared memory). The split is picked from the occupancy so that
- *            all blocks are resident at once (wna16_gemv_tune tunes it).
+ *            sums (st.async into distributed shared memory). The split is
+ *            picked from the occupancy so that all blocks are resident at
+ *            once (wna16_gemv_tune tunes it).
  *            fp16 at M <= 8: the mma takes q - z and the scales multiply the
  *            per-group sums in fp32; otherwise W is rounded to dt first.
  *            Launched with programmatic dependent launch: the weight copies

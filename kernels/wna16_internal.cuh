@@ -415,11 +415,17 @@ __device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT]
  * y [M, N]. */
 __host__ __device__ __forceinline__ int cluster_sum_per(int E, int nks) { return ((E + nks - 1) / nks + 3) & ~3; }
 
+/* Elements rank ks owns (the last ranks may own fewer, or none). */
+__device__ __forceinline__ int cluster_sum_len(int E, int ks, int per)
+{
+    const int left = E - ks * per;
+    return left < per ? (left > 0 ? left : 0) : per;
+}
+
 __device__ __forceinline__ void cluster_sum_begin(uint64_t *bar, int E, int ks, int nks)
 {
     if (threadIdx.x == 0) {
-        const int per = cluster_sum_per(E, nks), left = E - ks * per;
-        const int len = left < per ? (left > 0 ? left : 0) : per;
+        const int len = cluster_sum_len(E, ks, cluster_sum_per(E, nks));
         mbar_init(bar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
         mbar_expect_tx(bar, (uint32_t)((nks - 1) * len * 4)); /* the one arrival; the bytes may come first */
@@ -459,7 +465,7 @@ __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, co
     }
     mbar_wait<true>(bar, 0);
     __syncthreads(); /* this block's own share */
-    const int left = E - ks * per, len = left < per ? left : per;
+    const int len = cluster_sum_len(E, ks, per);
     for (int i = tid; i < len; i += nthreads) {
         float v = 0.0f;
         for (int q = 0; q < nks; q++)
@@ -522,7 +528,7 @@ void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetc
 
 /* The slice GEMV (kernels/wna16_slice.cu): 0 and y = x . W^T, or -1 with
  * llmq_fail(); slice_usable says whether it takes this weight at M (static
- * groups of whole chunks, no act-order, compute capability 9.0). checked:
+ * groups of whole chunks, compute capability 9.0). checked:
  * the caller has had slice_usable say yes for w, c and M, and x is 16-byte
  * aligned (AUTO asks before it chooses), so run does not ask again. */
 int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked);

@@ -32,8 +32,9 @@
  * Odd shapes stay on the ring kernel (wna16_slice_usable says no). fp16
  * folds the zero point per group as the stream kernel does (the mma takes
  * the codes as 1024 + q, and the group's x sums, per row, come from the
- * staging); bf16 and the exact_dequant knob round W to dt before the mma. M > 8 * MT takes further row blocks along
- * the grid's y, each staging its own rows.
+ * staging); bf16 and the exact_dequant knob round W to dt before the mma.
+ * M > 8 * MT takes further row blocks along the grid's y, each staging its
+ * own rows.
  *
  * Shared memory of a block: the staged x [8 MT rows][xstride words], its
  * flush-unit sums (fold), each warp's scales, each warp's ring, then the
@@ -300,8 +301,8 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
  * sorted against 7.8-16.7 gathered, at M = 16: 13.2 / 19.1 / 26.3 against
  * 15.0 / 27.7 / 38.1). */
 #define SORT_MIN_M 9
-template <typename T>
-__global__ void __launch_bounds__(256) wna16_x_sort_kernel(T *__restrict__ xs, const T *__restrict__ x,
+/* (fp16 and bf16 alike: it moves 2-byte values.) */
+__global__ void __launch_bounds__(256) wna16_x_sort_kernel(uint16_t *__restrict__ xs, const uint16_t *__restrict__ x,
                                                            const int *__restrict__ perm, int K, int Kp)
 {
     extern __shared__ __align__(16) unsigned char sort_sm[];
@@ -310,11 +311,11 @@ __global__ void __launch_bounds__(256) wna16_x_sort_kernel(T *__restrict__ xs, c
     const int r0 = blockIdx.x * SORT_SPAN, r1 = r0 + SORT_SPAN < Kp ? r0 + SORT_SPAN : Kp;
     pdl_wait();
     pdl_trigger();
-    const uint16_t *xr = reinterpret_cast<const uint16_t *>(x) + m * K;
+    const uint16_t *xr = x + m * K;
     for (int k = threadIdx.x; k < K; k += blockDim.x)
         row[k] = __ldg(xr + k);
     __syncthreads();
-    uint16_t *d = reinterpret_cast<uint16_t *>(xs) + m * Kp;
+    uint16_t *d = xs + m * Kp;
     for (int r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
         const int k = __ldg(perm + r);
         d[r] = k >= 0 ? row[k] : (uint16_t)0;
@@ -544,7 +545,7 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.sz = w->sz;
     a.perm = w->use_perm && !x_sorted ? w->perm : NULL;
     a.M = M;
-    a.K = x_sorted ? w->nkc * (BITS == 4 ? Cfg<4>::KC : Cfg<8>::KC) : w->K; /* x's row length */
+    a.K = x_sorted ? w->Kp : w->K; /* x's row length */
     a.N = w->N;
     a.ng = w->ng;
     a.nkc = w->nkc;
@@ -617,21 +618,15 @@ int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, 
      * runner attaches its prefill scratch): x sorted into it first
      * (wna16_x_sort_kernel), and the slice kernel reads that. Otherwise
      * its staging gathers. */
-    const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, kp = w->nkc * KC;
     int x_sorted = 0;
-    if (w->use_perm && M >= SORT_MIN_M && w->scratch && w->scratch_bytes >= (size_t)M * kp * 2 &&
+    if (w->use_perm && M >= SORT_MIN_M && w->scratch && w->scratch_bytes >= (size_t)M * w->Kp * 2 &&
         (size_t)w->K * 2 <= c->smem_optin) {
-        static int rh, rb; /* per instantiation; asking sets its shared memory limit */
-        const dim3 grid((unsigned)((kp + SORT_SPAN - 1) / SORT_SPAN), (unsigned)M);
-        cudaError_t e = dt == LLMQ_F16 ? kernel_regs(wna16_x_sort_kernel<__half>, c, &rh)
-                                       : kernel_regs(wna16_x_sort_kernel<__nv_bfloat16>, c, &rb);
+        static int regs; /* asking sets its shared memory limit */
+        const dim3 grid((unsigned)((w->Kp + SORT_SPAN - 1) / SORT_SPAN), (unsigned)M);
+        cudaError_t e = kernel_regs(wna16_x_sort_kernel, c, &regs);
         if (e == cudaSuccess)
-            e = dt == LLMQ_F16 ? launch_ex(wna16_x_sort_kernel<__half>, grid, dim3(256), (size_t)w->K * 2, c->stream,
-                                           NULL, 0, !sl_no_pdl, (__half *)w->scratch, (const __half *)x,
-                                           (const int *)w->perm, w->K, kp)
-                               : launch_ex(wna16_x_sort_kernel<__nv_bfloat16>, grid, dim3(256), (size_t)w->K * 2,
-                                           c->stream, NULL, 0, !sl_no_pdl, (__nv_bfloat16 *)w->scratch,
-                                           (const __nv_bfloat16 *)x, (const int *)w->perm, w->K, kp);
+            e = launch_ex(wna16_x_sort_kernel, grid, dim3(256), (size_t)w->K * 2, c->stream, NULL, 0, !sl_no_pdl,
+                          (uint16_t *)w->scratch, (const uint16_t *)x, (const int *)w->perm, w->K, w->Kp);
         if (e != cudaSuccess) {
             cudaGetLastError();
             return llmq_fail("wna16_x_sort_kernel: launch failed (M = %d, K = %d): %s", M, w->K, cudaGetErrorString(e));

@@ -7,11 +7,10 @@
  *             w4 g128, w4 g128 act-order (with a scratch of N * K * 2
  *             bytes attached, as the model runner attaches its prefill
  *             scratch: the slice path sorts x into it), w8 g128 (sym), w8
- *             per channel
- *             (one group over K), through AUTO's choice (graph replay,
- *             then "launch": call by call), then each path forced (the
- *             stream, slice and ring GEMVs, the first MMA kernel; "nan":
- *             the path does not take the weight). GB/s = bytes the kernel must read
+ *             per channel (one group over K), through AUTO's choice (graph
+ *             replay, then "launch": call by call), then each path forced
+ *             (the stream, slice and ring GEMVs, the first MMA kernel;
+ *             "nan": the path does not take the weight). GB/s = bytes the kernel must read
  *             (repacked codes + scales/zeros) / time, and as a % of the
  *             copy bandwidth; cuBLAS fp16 on the dense weight at the same M
  *             (its GB/s counts the fp16 weight); speedup = cuBLAS / AUTO,
