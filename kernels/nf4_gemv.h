@@ -1,4 +1,7 @@
-/* NF4 matrix-vector product on the GPU for decoding (M <= 8 tokens):
+/* NF4 matrix-vector product on the GPU for decoding (M <= 8 tokens), the
+ * runner's NF4 path where the slice kernel is not (kernels/wna16.h,
+ * wna16_prepare_nf4: compute capability below 9.0, K not a multiple of
+ * 256, F32):
  * y [M,N] = x [M,K] . dequant(W)^T with W [N,K] in bitsandbytes' NF4 form
  * (quant/nf4.h): the flattened row-major values in blocks of 64, codes
  * packed two per byte (first value in the HIGH nibble), absmax per block

@@ -107,7 +107,19 @@ static void nf4_free_ctx(llmq_linear *lin, llmq_backend *b)
 
 extern "C" int qlinear_nf4_cuda(llmq_linear *lin, llmq_backend *b, const llmq_nf4 *q, const qdense *scratch)
 {
-    (void)b;
+    /* Hopper and K a multiple of 256 (every real model): the slice kernel
+     * at every batch, on a repacked copy (the only one kept), and
+     * dequantization + cuBLAS for prefill. Elsewhere the GEMV below. */
+    if (q->blocksize == 64 && wna16_nf4_supported(b, lin->in)) {
+        wna16_weight *w = NULL;
+        if (wna16_prepare_nf4(&w, b, q, lin->in, lin->out))
+            return -1;
+        if (scratch && scratch->p)
+            wna16_set_scratch(w, scratch->p, scratch->bytes);
+        lin->ctx = w, lin->forward = wna16_forward, lin->forward_group = wna16_forward_group;
+        lin->free_ctx = wna16_free_ctx;
+        return 0;
+    }
     nf4_lin *L = (nf4_lin *)calloc(1, sizeof *L);
     if (!L)
         return llmq_fail("out of memory");

@@ -599,6 +599,38 @@ __global__ void wna16_dequant_kernel(T *dst, int K, int N, const int4 *__restric
     }
 }
 
+/* NF4 (wna16_prepare_nf4): W = code[q] * absmax in fp32, rounded to dt
+ * once, as nf4_dequantize and then a rounding to dt. */
+template <typename T>
+__global__ void wna16_nf4_dequant_kernel(T *dst, int K, int N, const int4 *__restrict__ wq,
+                                         const uint2 *__restrict__ sz, const float *__restrict__ code, int nkc,
+                                         int ntiles)
+{
+    const int lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
+    const size_t nchunks = (size_t)ntiles * nkc;
+    for (size_t ch = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5; ch < nchunks;
+         ch += (gridDim.x * (size_t)blockDim.x) >> 5) {
+        const int nt = (int)(ch / nkc), kc = (int)(ch % nkc);
+        const int4 v = __ldg(wq + ch * 32 + lane);
+        const uint32_t wd[4] = {(uint32_t)v.x, (uint32_t)v.y, (uint32_t)v.z, (uint32_t)v.w};
+        const uint2 p = __ldg(sz + ((size_t)kc * ntiles + nt) * 8 + gl);
+        const float am[2] = {__uint_as_float(p.x), __uint_as_float(p.y)};
+#pragma unroll
+        for (int s = 0; s < 4; s++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int n = nt * 16 + gl + 8 * (i & 1), r = kc * 64 + 16 * s + 2 * t + 8 * (i >> 1);
+                if (n >= N)
+                    continue;
+                const uint32_t e = (wd[s] >> (8 * i)) & 0xFFu;
+                const float lo = __ldg(code + (e & 15)) * am[i & 1], hi = __ldg(code + (e >> 4)) * am[i & 1];
+                *reinterpret_cast<uint32_t *>(dst + (size_t)n * K + r) =
+                    std::is_same<T, __half>::value ? as_u32(__floats2half2_rn(lo, hi))
+                                                   : as_u32(__floats2bfloat162_rn(lo, hi));
+            }
+    }
+}
+
 /* ---- host side ---- */
 
 static cuda_ctx *cctx(llmq_backend *b, const char *what)
@@ -625,12 +657,14 @@ static void carve(wna16_weight *w)
     w->perm = (int *)p;
     p += align256((size_t)w->Kp * sizeof(int));
     w->rowpos = (int *)p;
+    p += align256((size_t)w->K * sizeof(int));
+    w->nf4_code = (float *)p;
 }
 
 static size_t blob_size(const wna16_weight *w)
 {
     return align256(w->code_bytes) + align256(w->param_bytes) + align256((size_t)(w->Kp / 16) * sizeof(int)) +
-           align256((size_t)w->Kp * sizeof(int)) + align256((size_t)w->K * sizeof(int));
+           align256((size_t)w->Kp * sizeof(int)) + align256((size_t)w->K * sizeof(int)) + 16 * sizeof(float);
 }
 
 /* The repack (see wna16.h) into a host image of the blob. */
@@ -735,6 +769,32 @@ static int repack(wna16_weight *w, const int32_t *qweight, const int32_t *qzeros
     return 0;
 }
 
+/* The host image img of w's blob to the device (img freed, w freed on
+ * failure); *out = w. Synchronizes. */
+static int upload(wna16_weight **out, wna16_weight *w, char *img, cuda_ctx *c, const char *what)
+{
+    void *dev = NULL;
+    cudaError_t err = cudaMalloc(&dev, w->blob_bytes);
+    if (err == cudaSuccess)
+        err = cudaMemcpyAsync(dev, img, w->blob_bytes, cudaMemcpyHostToDevice, c->stream);
+    if (err == cudaSuccess)
+        err = cudaStreamSynchronize(c->stream);
+    free(img);
+    if (err != cudaSuccess) {
+        const size_t nbytes = w->blob_bytes;
+        cudaGetLastError();
+        if (dev)
+            cudaFree(dev);
+        free(w->sg_host);
+        free(w);
+        return llmq_fail("%s: upload of %zu bytes: %s", what, nbytes, cudaGetErrorString(err));
+    }
+    w->blob = dev;
+    carve(w);
+    *out = w;
+    return 0;
+}
+
 extern "C" int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t *qweight, const int32_t *qzeros,
                              const uint16_t *scales, const int32_t *g_idx, int K, int N, int bits, int v2)
 {
@@ -772,26 +832,99 @@ extern "C" int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t 
         return llmq_fail("wna16_prepare: out of host memory");
     }
     memcpy(w->sg_host, w->step_group, sg_bytes); /* still the host image's */
-    void *dev = NULL;
-    cudaError_t err = cudaMalloc(&dev, w->blob_bytes);
-    if (err == cudaSuccess)
-        err = cudaMemcpyAsync(dev, img, w->blob_bytes, cudaMemcpyHostToDevice, c->stream);
-    if (err == cudaSuccess)
-        err = cudaStreamSynchronize(c->stream);
-    free(img);
-    if (err != cudaSuccess) {
+    return upload(out, w, img, c, "wna16_prepare");
+}
+
+/* NF4 into the slice kernel's layout (wna16.h): chunk kc of tile nt is
+ * bitsandbytes' block kc of each of the tile's 16 rows of W (blocks of 64
+ * along K), so a block's absmax is a static group of one chunk. */
+extern "C" int wna16_prepare_nf4(wna16_weight **out, llmq_backend *b, const llmq_nf4 *q, int K, int N)
+{
+    *out = NULL;
+    cuda_ctx *c = cctx(b, "wna16_prepare_nf4");
+    if (!c)
+        return -1;
+    if (K <= 0 || N <= 0 || K % 64 || q->blocksize != 64 || q->n != (size_t)N * K)
+        return llmq_fail("wna16_prepare_nf4: needs a [%d, %d] weight (K a multiple of 64) in blocks of 64, not %zu "
+                         "values in blocks of %d",
+                         N, K, q->n, q->blocksize);
+    wna16_weight *w = (wna16_weight *)calloc(1, sizeof *w);
+    float *absmax = (float *)malloc(q->nblocks * sizeof(float));
+    if (!w || !absmax) {
+        free(w);
+        free(absmax);
+        return llmq_fail("wna16_prepare_nf4: out of host memory");
+    }
+    nf4_block_absmax(q, absmax);
+    w->K = w->Kp = K;
+    w->N = N;
+    w->bits = 4;
+    w->nf4 = 1;
+    w->ng = w->nkc = K / 64;
+    w->ntiles = (N + 15) / 16;
+    w->spg_shift = 2; /* k-step s is in block s >> 2: one chunk */
+    w->code_bytes = (size_t)w->ntiles * w->nkc * 512;
+    w->param_bytes = (size_t)w->ng * w->ntiles * 8 * sizeof(uint2);
+    w->blob_bytes = blob_size(w);
+    const size_t sg_bytes = (size_t)(K / 16) * sizeof(int);
+    char *img = (char *)calloc(1, w->blob_bytes);
+    w->sg_host = (int *)malloc(sg_bytes);
+    if (!img || !w->sg_host) {
         const size_t nbytes = w->blob_bytes;
-        cudaGetLastError();
-        if (dev)
-            cudaFree(dev);
+        free(img);
         free(w->sg_host);
         free(w);
-        return llmq_fail("wna16_prepare: upload of %zu bytes: %s", nbytes, cudaGetErrorString(err));
+        free(absmax);
+        return llmq_fail("wna16_prepare_nf4: out of host memory (%zu bytes)", nbytes);
     }
-    w->blob = dev;
+    w->blob = img; /* host image for now */
     carve(w);
-    *out = w;
-    return 0;
+    for (int st = 0; st < K / 16; st++)
+        w->step_group[st] = w->sg_host[st] = st >> 2;
+    for (int k = 0; k < K; k++)
+        w->perm[k] = w->rowpos[k] = k;
+    memcpy(w->nf4_code, nf4_code, 16 * sizeof(float));
+    /* Byte i of lane (gl, t)'s word s: the codes of columns 2t + 8 (i >> 1)
+     * and one more of k-step s, channel gl + 8 (i & 1) (GvDeqNf4); padding
+     * channels take code 7 (0.0) and absmax 0. */
+    uint32_t *words = (uint32_t *)w->wq;
+    for (int n = 0; n < w->ntiles * 16; n++) {
+        const int nt = n / 16, nl = n % 16, gl = nl % 8;
+        const uint8_t *cr = n < N ? q->codes + (size_t)n * K : NULL;
+        for (int r = 0; r < K; r += 2) {
+            const int kc = r / 64, rl = r % 64, s = rl / 16, c16 = rl % 16;
+            const int t = c16 % 8 / 2, i = nl / 8 + 2 * (c16 / 8), lane = 4 * gl + t;
+            const uint32_t pair = cr ? (uint32_t)cr[r] | (uint32_t)cr[r + 1] << 4 : 0x77u;
+            words[((size_t)nt * w->nkc + kc) * 128 + lane * 4 + s] |= pair << (8 * i);
+        }
+    }
+    const int nbk = K / 64; /* blocks per row of W */
+    for (int g = 0; g < w->ng; g++)
+        for (int nt = 0; nt < w->ntiles; nt++)
+            for (int gl = 0; gl < 8; gl++) {
+                const int n0 = nt * 16 + gl, n1 = n0 + 8;
+                const float a0 = n0 < N ? absmax[(size_t)n0 * nbk + g] : 0.0f, a1 = n1 < N ? absmax[(size_t)n1 * nbk + g] : 0.0f;
+                uint2 v;
+                memcpy(&v.x, &a0, 4);
+                memcpy(&v.y, &a1, 4);
+                w->sz[((size_t)g * w->ntiles + nt) * 8 + gl] = v;
+            }
+    free(absmax);
+    return upload(out, w, img, c, "wna16_prepare_nf4");
+}
+
+extern "C" int wna16_nf4_supported(llmq_backend *b, int K)
+{
+    if (!b || !b->name || strcmp(b->name, "cuda") != 0 || (b->dt != LLMQ_F16 && b->dt != LLMQ_BF16) || K <= 0 ||
+        K % 256)
+        return 0;
+    const cuda_ctx *c = (const cuda_ctx *)b->impl;
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return major >= 9;
 }
 
 extern "C" int wna16_clone(wna16_weight **out, llmq_backend *b, const wna16_weight *src)
@@ -1148,7 +1281,10 @@ template <typename T, int BITS> static void launch_dequant(const wna16_weight *w
 {
     const size_t nchunks = (size_t)w->ntiles * w->nkc;
     const unsigned grid = grid_for(c, nchunks * 32, 256);
-    if (w->use_perm)
+    if (w->nf4)
+        wna16_nf4_dequant_kernel<T><<<grid, 256, 0, c->stream>>>((T *)dst, w->K, w->N, w->wq, w->sz, w->nf4_code,
+                                                                 w->nkc, w->ntiles);
+    else if (w->use_perm)
         wna16_dequant_kernel<T, BITS, true><<<grid, 256, 0, c->stream>>>((T *)dst, w->K, w->N, w->wq, w->sz,
                                                                          w->step_group, w->perm, w->nkc, w->ntiles);
     else
@@ -1165,7 +1301,7 @@ extern "C" int wna16_dequant(const wna16_weight *w, llmq_backend *b, void *dst)
         w->bits == 4 ? launch_dequant<__half, 4>(w, c, dst) : launch_dequant<__half, 8>(w, c, dst);
     else
         w->bits == 4 ? launch_dequant<__nv_bfloat16, 4>(w, c, dst) : launch_dequant<__nv_bfloat16, 8>(w, c, dst);
-    LAUNCH_CHECK("wna16_dequant_kernel");
+    LAUNCH_CHECK(w->nf4 ? "wna16_nf4_dequant_kernel" : "wna16_dequant_kernel");
     return 0;
 }
 
@@ -1202,6 +1338,20 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
         return llmq_fail("wna16_linear: x must be 4-byte aligned, y 2-byte aligned");
     const size_t dense_bytes = (size_t)w->N * w->K * 2;
     int slice_checked = 0; /* AUTO has asked wna16_slice_usable already */
+    if (w->nf4) {
+        /* NF4 has the slice kernel and the dense paths only: SLICE up to
+         * WNA16_SLICE_MAX_M rows (WNA16_SLICE_DENSE_M with a dense copy),
+         * and beyond where there is no dense copy or scratch. */
+        if (path == WNA16_AUTO) {
+            const int dense = w->dense && w->dense_dt == b->dt, scratch = w->scratch && w->scratch_bytes >= dense_bytes;
+            path = dense && M > WNA16_SLICE_DENSE_M              ? WNA16_DENSE
+                   : scratch && !dense && M > WNA16_SLICE_MAX_M ? WNA16_SCRATCH
+                                                                : WNA16_SLICE;
+        } else if (path != WNA16_SLICE && path != WNA16_DENSE && path != WNA16_SCRATCH) {
+            return llmq_fail("wna16_linear: an NF4 weight takes the slice, dense and scratch paths only (path %d)",
+                             path);
+        }
+    }
     if (path == WNA16_AUTO) {
         /* Measured on an H100 (docs/BENCHMARKS.md, fourth to sixth
          * sessions): in the decode of a 7B slice the slice kernel is the
@@ -1274,7 +1424,7 @@ extern "C" int wna16_linear_group(wna16_weight *const *ws, int n, llmq_backend *
     if (M < 1 || M > WNA16_STREAM_MAX_M || gv_tune.ring || ((uintptr_t)x & 3))
         return 1;
     for (int i = 0; i < n; i++)
-        if ((uintptr_t)ys[i] & 1)
+        if (((uintptr_t)ys[i] & 1) || ws[i]->nf4)
             return 1;
     return wna16_stream_run_group(ws, n, c, b->dt, ys, x, M);
 }

@@ -56,8 +56,10 @@
  *            g64..g128 at 4 bits, g32..g128 at 8, and per-channel weights
  *            of real shapes), act-order too (the repack sorts rows by
  *            group; x is gathered through perm when it is staged, or from
- *            9 rows sorted into the attached scratch first). Launched
- *            with programmatic dependent launch.
+ *            9 rows sorted into the attached scratch first), and NF4
+ *            (wna16_prepare_nf4: a table of codebook pairs in shared
+ *            memory, the block's absmax per chunk). Launched with
+ *            programmatic dependent launch.
  *   GEMV     round 2's decode kernel (any M, meant for M <= 16): blocks of 4 warps own 64
  *            channels x one slice of K; the codes come by bulk copies
  *            (cp.async.bulk) into a 2-stage shared-memory ring per block,
@@ -108,6 +110,7 @@
 extern "C" {
 #endif
 
+#include "quant/nf4.h"
 #include "src/backend.h"
 
 typedef struct wna16_weight wna16_weight;
@@ -147,6 +150,27 @@ enum {
  * Synchronizes (the host arrays may be freed on return). */
 int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t *qweight, const int32_t *qzeros,
                   const uint16_t *scales, const int32_t *g_idx, int K, int N, int bits, int v2);
+
+/* Repack and upload an NF4 weight (quant/nf4.h: W [N, K] flattened in
+ * blocks of 64, double quantization allowed) for the SLICE path: each
+ * block (64 values of one output channel, K % 64 == 0) is one chunk of the
+ * layout above, its two-code bytes placed where a lane's A registers want
+ * them (GvDeqNf4), its absmax decoded here and kept in fp32 where the
+ * scales go (8 bytes per channel pair per block, as {scale, zero} pairs
+ * take). The slice kernel maps code pairs to codebook values in dt through
+ * a table in shared memory and multiplies each block's fp32 sums by its
+ * absmax; the dense paths dequantize as nf4_dequantize does, rounded to dt
+ * once. AUTO takes SLICE at any M unless a dense copy (above
+ * WNA16_SLICE_DENSE_M rows) or a scratch (above WNA16_SLICE_MAX_M) is
+ * there; STREAM, GEMV and MMA refuse the weight. The slice kernel needs
+ * compute capability 9.0 and K a multiple of 256 (wna16_nf4_supported).
+ * Synchronizes. */
+int wna16_prepare_nf4(wna16_weight **out, llmq_backend *b, const llmq_nf4 *q, int K, int N);
+
+/* 1 when an NF4 weight of K inputs can run on b's device through
+ * wna16_prepare_nf4's weight (compute capability >= 9.0, K % 256 == 0,
+ * F16 or BF16), else 0. */
+int wna16_nf4_supported(llmq_backend *b, int K);
 
 /* A second device copy of a prepared weight (benchmarks rotate copies so
  * that the weight is read from DRAM, not L2). */

@@ -58,6 +58,8 @@ struct wna16_weight {
     int *step_group;     /* [Kp/16]: group of each 16-row k-step */
     int *perm;           /* [Kp]: repacked row -> input channel, -1 = padding */
     int *rowpos;         /* [K]: input channel -> repacked row (kept for inspection) */
+    int nf4;             /* NF4 (wna16_prepare_nf4): codes index nf4_code, sz holds fp32 absmax pairs */
+    float *nf4_code;     /* [16] the codebook on the device (NF4 weights) */
     int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans) */
     wna16_stream_memo st_memo[4]; /* the stream kernel's plans, replaced round robin (not thread-safe) */
     int st_memo_next;
@@ -318,6 +320,25 @@ template <int BITS> struct GvDeqFold {
             for (int i = 0; i < 4; i++)
                 af[i] = __byte_perm(w[2 * st + (i >> 1)], 0x64646464u, (i & 1) ? 0x4342u : 0x4140u);
         }
+    }
+};
+
+/* NF4 (wna16_prepare_nf4), the slice kernel: byte i of a lane's word s is
+ * the code pair of A register i (low nibble the even column), and a table
+ * in shared memory maps it to the pair of codebook values in dt. The table
+ * has a column per lane (entry e of lane l at word 32 e + l: every lane
+ * reads its own bank), so a register is a byte extract, an address and one
+ * conflict-free 4-byte shared load. The block's absmax multiplies the
+ * chunk's fp32 sums at the flush (kernels/wna16_slice.cu). */
+struct GvDeqNf4 {
+    const uint32_t *lut; /* this lane's column */
+    __device__ __forceinline__ void init() {}
+    __device__ __forceinline__ void set(uint2) {}
+    __device__ __forceinline__ void frag(const uint32_t (&w)[4], int st, uint32_t (&af)[4]) const
+    {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            af[i] = lut[__byte_perm(w[st], 0u, 0x4440u + i) * 32];
     }
 };
 

@@ -34,12 +34,15 @@
  * the codes as 1024 + q, and the group's x sums, per row, come from the
  * staging); bf16 and the exact_dequant knob round W to dt before the mma.
  * M > 8 * MT takes further row blocks along the grid's y, each staging its
- * own rows.
+ * own rows. NF4 weights (wna16_prepare_nf4: bitsandbytes' blocks of 64 are
+ * static groups of one chunk) turn code pairs into codebook pairs through
+ * a table in shared memory (GvDeqNf4) and multiply each chunk's fp32 sums
+ * by its absmax.
  *
  * Shared memory of a block: the staged x [8 MT rows][xstride words], its
  * flush-unit sums (fold), each warp's scales, each warp's ring, then the
- * cluster sum's mbarrier and receive buffer (cluster_sum_store); the warps'
- * sums reuse the staging at the end. */
+ * cluster sum's mbarrier and receive buffer (cluster_sum_store), then the
+ * NF4 table; the warps' sums reuse the staging at the end. */
 #include <string.h>
 
 #include <type_traits>
@@ -58,6 +61,7 @@ struct SlArgs {
     const int4 *wq;
     const uint2 *sz;
     const int *perm; /* act-order: repacked row -> channel of x (-1: padding); NULL: the identity */
+    const float *code; /* NF4: the codebook [16] */
     int M, K, N, ng, nkc, ntiles;
     int tb, wpt, ks; /* tiles per block, warps per tile, K slices (cluster size) */
     int nch, cpw;    /* chunks per slice, per warp run (multiples of SL_U) */
@@ -67,14 +71,22 @@ struct SlArgs {
     int units;       /* fold: flush units per slice (x sums per row) */
     int off_sums, off_sz, off_ring; /* byte offsets in shared memory */
     int off_sum;                    /* the cluster sum's mbarrier, then its receive buffer */
+    int off_lut;                    /* NF4: the code-pair table (SL_LUT_BYTES) */
 };
+
+/* How the kernel turns codes into A fragments: W rounded to dt (bf16, and
+ * the exact_dequant knob), the fold (fp16: 1024 + q, the zero and the
+ * scale per flush unit), or NF4 (a table of codebook pairs, the absmax per
+ * chunk). */
+enum { SL_EXACT = 0, SL_FOLD = 1, SL_NF4 = 2 };
+#define SL_LUT_BYTES (256 * 32 * 4) /* 256 code pairs x a column per lane */
 
 /* Words of a staged x row: nch chunks of KC / 2 words, plus a pad that puts
  * rows g and g + 1 (the two rows of a quarter warp's 16-byte loads) on
  * different banks. */
 static int sl_xstride(int bits, int nch) { return bits == 4 ? nch * 32 + 4 : nch * 16 + 16; }
 
-template <typename T, int BITS, int MT, int FG, bool FOLD>
+template <typename T, int BITS, int MT, int FG, int MODE>
 __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32)
     wna16_slice_kernel(T *__restrict__ y, const T *__restrict__ x, const SlArgs a)
 {
@@ -82,7 +94,9 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     constexpr int KC = Cfg<BITS>::KC, STEPS = Cfg<BITS>::STEPS, XW = KC / 2, CPG = 1 << FG, R = 8 * MT;
     constexpr int G8 = (KC << FG) / 8; /* 16-byte pieces of an x row per flush unit (<= 32) */
     static_assert(CPG <= SL_U, "a batch holds whole flush units");
+    constexpr bool FOLD = MODE == SL_FOLD, NF4 = MODE == SL_NF4, DEFER = MODE != SL_EXACT; /* DEFER: accg */
     static_assert(!FOLD || std::is_same<T, __half>::value, "the fold: fp16");
+    static_assert(!NF4 || (BITS == 4 && FG == 0), "NF4: blocks of 64 = one chunk");
     extern __shared__ __align__(16) unsigned char sl_sm[];
     const int ks = (int)cg::this_cluster().block_rank(); /* cluster dims (a.ks, 1, 1): the K slice */
     const int tg = blockIdx.x / a.ks, m0 = blockIdx.y * R;
@@ -137,6 +151,15 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
         }
     };
     issue_upto(1);
+    if constexpr (NF4) { /* the code-pair table (GvDeqNf4), from the weight's codebook: before the wait */
+        uint32_t *lut = reinterpret_cast<uint32_t *>(sl_sm + a.off_lut);
+        const float cv = __ldg(a.code + (lane & 15));
+        for (int e = warp; e < 256; e += blockDim.x >> 5) {
+            const float lo = __shfl_sync(0xFFFFFFFFu, cv, e & 15), hi = __shfl_sync(0xFFFFFFFFu, cv, e >> 4);
+            lut[e * 32 + lane] = std::is_same<T, __half>::value ? as_u32(__floats2half2_rn(lo, hi))
+                                                                 : as_u32(__floats2bfloat162_rn(lo, hi));
+        }
+    }
     /* x and y belong to the kernel before until this returns (a no-op
      * without programmatic dependent launch). */
     pdl_wait();
@@ -181,7 +204,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
                 if constexpr (FOLD) {
                     const float sum = xs_unit_sum<G8>(v[u]);
                     if (i < n && lane % G8 == 0)
-                        sums[row * a.units + p / G8] = sum;
+                        sums[(p / G8) * R + row] = sum; /* [unit][row]: a flush reads row pairs as float2 */
                 }
             }
         }
@@ -190,27 +213,51 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     __syncthreads();
 
     /* acc: the output fragments, one per 8 rows (c0, c1: channel gl, rows
-     * 2t, 2t + 1; c2, c3: channel gl + 8). accg (fold): the current flush
-     * unit's sums of x * (1024 + q) (or 1024 + 16 q). Two sets, for even
-     * and odd k-steps: a chunk's mma on one accumulator are two chains of
-     * 2 instead of one of 4. */
-    float acc[2][MT][4] = {}, accg[2][MT][4] = {};
-    using Dq = typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, true>>::type;
+     * 2t, 2t + 1; c2, c3: channel gl + 8). Two sets, for even and odd
+     * k-steps, where nothing else breaks the chain of mma on one
+     * accumulator (the fold adds into acc only at a flush).
+     * accg (fold): the current flush unit's sums of x * (1024 + q) (or
+     * 1024 + 16 q), NS sets: at 16 rows the two row tiles are already two
+     * chains, and a second set cost 8 adds per flush. A unit's first mma
+     * on each set takes zero as its accumulator (RZ), so nothing clears the
+     * sets (kernels/WNA16_NOTES.md round 9). */
+    constexpr int NS = DEFER && MT == 2 ? 1 : 2;
+    float acc[2][MT][4] = {}, accg[NS][MT][4];
+    using Dq = typename std::conditional<
+        NF4, GvDeqNf4, typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, true>>::type>::type;
     Dq dq;
     dq.init();
+    if constexpr (NF4)
+        dq.lut = reinterpret_cast<const uint32_t *>(sl_sm + a.off_lut) + lane;
     int gsz = 0, unit = 0; /* the scales' group (relative to glo); the flush unit within the slice */
     auto flush = [&]() {
         if constexpr (FOLD) {
             float sf[2], zc[2];
             GvDeqFold<BITS>::corr(szw[gsz * 8 + gl], sf, zc);
 #pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const float2 X = *reinterpret_cast<const float2 *>(xg + unit * R + mt * 8 + 2 * t); /* rows 2t, 2t + 1 */
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    float ag = accg[0][mt][c];
+#pragma unroll
+                    for (int j = 1; j < NS; j++)
+                        ag += accg[j][mt][c];
+                    acc[0][mt][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], (c & 1) ? X.y : X.x, ag), acc[0][mt][c]);
+                }
+            }
+        } else if constexpr (NF4) { /* the chunk's absmax, fp32, channels gl and gl + 8 */
+            const uint2 p = szw[gsz * 8 + gl];
+            const float sf[2] = {__uint_as_float(p.x), __uint_as_float(p.y)};
+#pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int c = 0; c < 4; c++) {
-                    const float X = xg[(mt * 8 + 2 * t + (c & 1)) * a.units + unit];
-                    const float ag = accg[0][mt][c] + accg[1][mt][c];
-                    acc[0][mt][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], X, ag), acc[0][mt][c]);
-                    accg[0][mt][c] = accg[1][mt][c] = 0.0f;
+                    float ag = accg[0][mt][c];
+#pragma unroll
+                    for (int j = 1; j < NS; j++)
+                        ag += accg[j][mt][c];
+                    acc[0][mt][c] = fmaf(sf[c >> 1], ag, acc[0][mt][c]);
                 }
         }
     };
@@ -243,8 +290,15 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
                 uint32_t af[4];
                 dq.frag(wd, s, af);
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++)
-                    mma16816<T>(FOLD ? accg[s & 1][mt] : acc[s & 1][mt], af, xv[mt][2 * s], xv[mt][2 * s + 1]);
+                for (int mt = 0; mt < MT; mt++) {
+                    if constexpr (DEFER) {
+                        if (u % CPG == 0 && s < NS) /* compile-time: the set's first mma of the unit */
+                            accg[s][mt][0] = accg[s][mt][1] = accg[s][mt][2] = accg[s][mt][3] = 0.0f;
+                        mma16816<T>(accg[s % NS][mt], af, xv[mt][2 * s], xv[mt][2 * s + 1]);
+                    } else {
+                        mma16816<T>(acc[s & 1][mt], af, xv[mt][2 * s], xv[mt][2 * s + 1]);
+                    }
+                }
             }
             if (u % CPG == CPG - 1) /* compile-time: the unit ends */
                 flush();
@@ -329,11 +383,11 @@ __global__ void __launch_bounds__(256) wna16_x_sort_kernel(uint16_t *__restrict_
  * the device, the kernel instantiation (NULL: a usability check) and the
  * forced tuning values. */
 struct SlPlan {
-    int K, ntiles, nkc, ng, gshift, bits; /* the shape */
+    int K, ntiles, nkc, ng, gshift, bits, nf4; /* the shape */
     int M, device, ftb, fwpt, fks, ok;
     const void *kern;
     int tb, wpt, ks, nch, cpw, gspan, xstride, units;
-    size_t off_sums, off_sz, off_ring, off_sum, smem;
+    size_t off_sums, off_sz, off_ring, off_sum, off_lut, smem;
 };
 
 static int sl_force_tb, sl_force_wpt, sl_force_ks, sl_no_pdl, sl_exact;
@@ -408,9 +462,10 @@ static int sl_active_clusters(const void *kern, const cuda_ctx *c, int nw, size_
  * Ties go to fewer tiles, warps and slices. The tuning knobs force tb, wpt
  * or ks where a plan with that value exists, and are ignored where none
  * does. */
-static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int fold,
+static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int mode,
                            const void *kern, int ftb, int fwpt, int fks, SlPlan *out)
 {
+    const int fold = mode == SL_FOLD;
     const int KC = w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC, R = 8 * mt, gshift = sl_group_shift(w);
     const long rowblocks = (M + R - 1) / R;
     double best = -1.0;
@@ -444,7 +499,9 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                 const size_t off_ring = off_sz + (size_t)nw * gspan * 64;
                 /* the warps' sums at the end (nw * mt * 512 bytes) reuse the staging and the ring */
                 const size_t off_sum = off_ring + (size_t)nw * SL_D * SL_U * 512;
-                size_t smem = off_sum + 16 + (size_t)cluster_sum_per(tb * mt * 128, ks) * ks * 4;
+                const size_t off_lut = (off_sum + 16 + (size_t)cluster_sum_per(tb * mt * 128, ks) * ks * 4 + 15) &
+                                       ~(size_t)15;
+                size_t smem = off_lut + (mode == SL_NF4 ? SL_LUT_BYTES : 0);
                 /* One block per SM: the block reserves the SM's shared
                  * memory. Where two fit, the cluster scheduler packed a
                  * cluster's blocks two to an SM and left SMs idle: at 4
@@ -468,7 +525,7 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                     out->tb = tb, out->wpt = wpt, out->ks = ks, out->nch = nch, out->cpw = cpw;
                     out->gspan = gspan, out->xstride = xstride, out->units = units;
                     out->off_sums = off_sums, out->off_sz = off_sz, out->off_ring = off_ring;
-                    out->off_sum = off_sum, out->smem = smem;
+                    out->off_sum = off_sum, out->off_lut = off_lut, out->smem = smem;
                 }
             }
         }
@@ -481,6 +538,7 @@ static SlPlan sl_key(const wna16_weight *w, const cuda_ctx *c, int M, const void
 {
     SlPlan k = {};
     k.K = w->K, k.ntiles = w->ntiles, k.nkc = w->nkc, k.ng = w->ng, k.gshift = sl_group_shift(w), k.bits = w->bits;
+    k.nf4 = w->nf4;
     k.M = M, k.device = c ? c->device : -1, k.kern = kern;
     k.ftb = sl_force_tb, k.fwpt = sl_force_wpt, k.fks = sl_force_ks;
     return k;
@@ -489,7 +547,7 @@ static SlPlan sl_key(const wna16_weight *w, const cuda_ctx *c, int M, const void
 static int sl_same_key(const SlPlan &a, const SlPlan &b)
 {
     return a.K == b.K && a.ntiles == b.ntiles && a.nkc == b.nkc && a.ng == b.ng && a.gshift == b.gshift &&
-           a.bits == b.bits && a.M == b.M && a.device == b.device && a.kern == b.kern && a.ftb == b.ftb &&
+           a.bits == b.bits && a.nf4 == b.nf4 && a.M == b.M && a.device == b.device && a.kern == b.kern && a.ftb == b.ftb &&
            a.fwpt == b.fwpt && a.fks == b.fks;
 }
 
@@ -509,7 +567,7 @@ static const SlPlan *sl_plan_find(const SlPlan &key)
 
 /* sl_plan_compute with the tuning knobs (dropped where no plan has the
  * forced value), remembered (sl_plans). */
-static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int fold, const void *kern,
+static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int fg, int mode, const void *kern,
                    SlPlan *out)
 {
     const SlPlan key = sl_key(w, c, M, kern);
@@ -518,24 +576,24 @@ static int sl_plan(const wna16_weight *w, const cuda_ctx *c, int M, int mt, int 
         return e->ok ? 0 : -1;
     }
     *out = key;
-    int rc = sl_plan_compute(w, c, M, mt, fg, fold, kern, sl_force_tb, sl_force_wpt, sl_force_ks, out);
+    int rc = sl_plan_compute(w, c, M, mt, fg, mode, kern, sl_force_tb, sl_force_wpt, sl_force_ks, out);
     if (rc && (sl_force_tb || sl_force_wpt || sl_force_ks))
-        rc = sl_plan_compute(w, c, M, mt, fg, fold, kern, 0, 0, 0, out);
+        rc = sl_plan_compute(w, c, M, mt, fg, mode, kern, 0, 0, 0, out);
     out->ok = rc == 0;
     sl_plans[sl_plans_used < 64 ? sl_plans_used++ : sl_plans_next++ % 64] = *out;
     return rc;
 }
 
-template <typename T, int BITS, int MT, int FG, bool FOLD>
+template <typename T, int BITS, int MT, int FG, int MODE>
 static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, const void *x, int M,
                              int x_sorted, SlPlan *shown)
 {
     static int regs; /* per instantiation; asking sets its shared memory limit */
-    cudaError_t re = kernel_regs(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, c, &regs);
+    cudaError_t re = kernel_regs(wna16_slice_kernel<T, BITS, MT, FG, MODE>, c, &regs);
     if (re != cudaSuccess)
         return re;
     SlPlan p;
-    if (sl_plan(w, c, M, MT, FG, FOLD, (const void *)wna16_slice_kernel<T, BITS, MT, FG, FOLD>, &p))
+    if (sl_plan(w, c, M, MT, FG, MODE, (const void *)wna16_slice_kernel<T, BITS, MT, FG, MODE>, &p))
         return cudaErrorInvalidConfiguration; /* wna16_slice_usable said no: not reached */
     if (shown)
         *shown = p;
@@ -544,6 +602,7 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.wq = w->wq;
     a.sz = w->sz;
     a.perm = w->use_perm && !x_sorted ? w->perm : NULL;
+    a.code = w->nf4_code;
     a.M = M;
     a.K = x_sorted ? w->Kp : w->K; /* x's row length */
     a.N = w->N;
@@ -563,9 +622,10 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.off_sz = (int)p.off_sz;
     a.off_ring = (int)p.off_ring;
     a.off_sum = (int)p.off_sum;
+    a.off_lut = (int)p.off_lut;
     const dim3 grid((unsigned)((w->ntiles + p.tb - 1) / p.tb * p.ks), (unsigned)((M + 8 * MT - 1) / (8 * MT)));
     const cudaLaunchAttribute cl = cluster_x((unsigned)p.ks); /* the K slices of a tile group */
-    return launch_ex(wna16_slice_kernel<T, BITS, MT, FG, FOLD>, grid, dim3((unsigned)(p.tb * p.wpt * 32)), p.smem,
+    return launch_ex(wna16_slice_kernel<T, BITS, MT, FG, MODE>, grid, dim3((unsigned)(p.tb * p.wpt * 32)), p.smem,
                      c->stream, &cl, 1, !sl_no_pdl, (T *)y, (const T *)x, a);
 }
 
@@ -574,13 +634,16 @@ static cudaError_t sl_launch_fg(const wna16_weight *w, const cuda_ctx *c, void *
                                 int x_sorted, SlPlan *shown)
 {
     const bool fold = std::is_same<T, __half>::value && !sl_exact;
+    if constexpr (BITS == 4)
+        if (w->nf4) /* blocks of 64: FG = 0 (wna16_prepare_nf4) */
+            return sl_launch<T, 4, MT, 0, SL_NF4>(w, c, y, x, M, x_sorted, shown);
     switch (sl_unit_shift(w)) {
-    case 0: return fold ? sl_launch<__half, BITS, MT, 0, true>(w, c, y, x, M, x_sorted, shown)
-                        : sl_launch<T, BITS, MT, 0, false>(w, c, y, x, M, x_sorted, shown);
-    case 1: return fold ? sl_launch<__half, BITS, MT, 1, true>(w, c, y, x, M, x_sorted, shown)
-                        : sl_launch<T, BITS, MT, 1, false>(w, c, y, x, M, x_sorted, shown);
-    case 2: return fold ? sl_launch<__half, BITS, MT, 2, true>(w, c, y, x, M, x_sorted, shown)
-                        : sl_launch<T, BITS, MT, 2, false>(w, c, y, x, M, x_sorted, shown);
+    case 0: return fold ? sl_launch<__half, BITS, MT, 0, SL_FOLD>(w, c, y, x, M, x_sorted, shown)
+                        : sl_launch<T, BITS, MT, 0, SL_EXACT>(w, c, y, x, M, x_sorted, shown);
+    case 1: return fold ? sl_launch<__half, BITS, MT, 1, SL_FOLD>(w, c, y, x, M, x_sorted, shown)
+                        : sl_launch<T, BITS, MT, 1, SL_EXACT>(w, c, y, x, M, x_sorted, shown);
+    case 2: return fold ? sl_launch<__half, BITS, MT, 2, SL_FOLD>(w, c, y, x, M, x_sorted, shown)
+                        : sl_launch<T, BITS, MT, 2, SL_EXACT>(w, c, y, x, M, x_sorted, shown);
     default: return cudaErrorInvalidValue; /* wna16_slice_usable said no: not reached */
     }
 }
@@ -603,8 +666,8 @@ int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
     }
     const int fg = sl_unit_shift(w), mt = M <= 8 ? 1 : 2;
     SlPlan p;
-    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && fg >= 0 && w->K % 8 == 0 &&
-           sl_plan(w, c, M, mt, fg, 1, NULL, &p) == 0;
+    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && fg >= 0 && (!w->nf4 || fg == 0) && w->K % 8 == 0 &&
+           sl_plan(w, c, M, mt, fg, w->nf4 ? SL_NF4 : SL_FOLD, NULL, &p) == 0;
 }
 
 int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked)

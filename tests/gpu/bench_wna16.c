@@ -30,7 +30,15 @@
  * without graphs. cuBLAS is timed the same way. Weights random (codes,
  * zeros fixed at 2^(b-1), scales 0.002..0.02), x random: never zeros.
  *
- * Usage: bench_wna16 [reps] [sweep | groups | slices | profile [slice]]   (default 30 reps;
+ *   nf4       ("nf4" mode) M = 1, 4, 8, 16, 32, 64 on the same shapes: NF4
+ *             (blocks of 64, double-quantized) on the slice kernel
+ *             (wna16_prepare_nf4, AUTO), the NF4 GEMV of kernels/nf4_gemv.h
+ *             (bitsandbytes' layout; above 8 rows one launch per 8 rows,
+ *             what the runner did up to 32 rows), w4g128 through AUTO, and
+ *             cuBLAS fp16 on the dense weight; GB/s of the NF4 bytes (codes
+ *             + fp32 absmax, as the slice copy holds them)
+ *
+ * Usage: bench_wna16 [reps] [sweep | groups | slices | nf4 | profile [slice]]   (default 30 reps;
  * "sweep" times the tuning knobs (wna16_gemv_tune) of both decode kernels
  * on the g128 shapes instead; "groups" q/k/v and gate/up at M = 1 in one
  * launch (wna16_linear_group) against one launch per linear; "slices"
@@ -45,6 +53,7 @@
 #include <time.h>
 
 #include "kernels/backend_cuda.h"
+#include "kernels/nf4_gemv.h"
 #include "kernels/wna16.h"
 #include "src/backend.h"
 #include "src/dtype.h"
@@ -195,6 +204,88 @@ static void unload(struct bench *B)
         g->free(g, B->scratch);
     B->scratch = NULL;
     B->nq = B->nd = 0;
+}
+
+/* ---- NF4: the slice kernel's copy against the NF4 GEMV ---- */
+
+struct nf4b {
+    int K, N, M, nq;
+    wna16_weight *q[MAXC];
+    llmq_nf4_gpu old[MAXC];
+    void *x, *y;
+};
+
+static int run_nf4_slice(void *a, int i)
+{
+    struct nf4b *B = a;
+    return wna16_linear(B->q[i], g, B->y, B->x, B->M);
+}
+
+static int run_nf4_gemv(void *a, int i) /* per 8 rows */
+{
+    struct nf4b *B = a;
+    for (int r0 = 0; r0 < B->M; r0 += 8)
+        if (llmq_nf4_gemv(stream, LLMQ_F16, (uint16_t *)B->y + (size_t)r0 * B->N,
+                          (const uint16_t *)B->x + (size_t)r0 * B->K, &B->old[i], B->M - r0 < 8 ? B->M - r0 : 8))
+            return -1;
+    return 0;
+}
+
+static void bench_nf4(double copy_gbs)
+{
+    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}, Ms[] = {1, 4, 8, 16, 32, 64};
+    printf("\nNF4 (double-quantized, blocks of 64), fp16, copy %.0f GB/s: us per call; slice = wna16_prepare_nf4's "
+           "copy\nthrough AUTO (GB/s of its codes + absmax, %% of copy), gemv = kernels/nf4_gemv.h per 8 rows, w4g128 "
+           "AUTO,\ncuBLAS fp16 on the dense weight; speedups = cuBLAS / slice, gemv / slice\n",
+           copy_gbs);
+    printf("%-13s %3s | %8s %7s %5s | %8s | %8s | %8s | %7s %7s\n", "K->N", "M", "slice", "GB/s", "%copy", "gemv",
+           "w4g128", "cuBLAS", "speedup", "vs gemv");
+    for (int s = 0; s < 3; s++) {
+        struct nf4b B = {.K = shapes[s][0], .N = shapes[s][1]};
+        const size_t nk = (size_t)B.N * B.K;
+        float *W = xmalloc(nk * sizeof *W);
+        for (size_t i = 0; i < nk; i++)
+            W[i] = (2.0f * urand() - 1.0f) * 0.02f;
+        llmq_nf4 q;
+        if (nf4_quantize(W, nk, 64, 1, &q))
+            die("nf4_quantize");
+        free(W);
+        size_t cb, pb;
+        if (wna16_prepare_nf4(&B.q[0], g, &q, B.K, B.N))
+            die("prepare_nf4");
+        wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
+        B.nq = copies_for(cb + pb);
+        for (int i = 0; i < B.nq; i++)
+            if ((i && wna16_clone(&B.q[i], g, B.q[0])) || llmq_nf4_gpu_upload(&B.old[i], &q, B.N, B.K))
+                die("nf4 copies");
+        nf4_free(&q);
+        struct bench W4 = {.K = B.K, .N = B.N, .path = WNA16_AUTO};
+        B.x = W4.x = dev_rand((size_t)64 * B.K, 1.0f);
+        B.y = W4.y = g->alloc(g, (size_t)64 * B.N * 2);
+        if (!B.y)
+            die("alloc");
+        load(&W4, 4, 128, 0, 1);
+        char sh[32];
+        snprintf(sh, sizeof sh, "%d->%d", B.K, B.N);
+        for (int mi = 0; mi < 6; mi++) {
+            B.M = W4.M = Ms[mi];
+            const float tsl = gb_time_calls(stream, run_nf4_slice, &B, B.nq, reps, 1);
+            const float tgv = gb_time_calls(stream, run_nf4_gemv, &B, B.nq, reps, 1);
+            const float tw4 = gb_time_calls(stream, run_q, &W4, W4.nq, reps, 1);
+            const float td = gb_time_calls(stream, run_dense, &W4, W4.nd, reps, 1);
+            const double gbs = (double)(cb + pb) / (tsl * 1e-3) / 1e9;
+            printf("%-13s %3d | %8.2f %7.0f %5.1f | %8.2f | %8.2f | %8.2f | %6.2fx %6.2fx\n", sh, B.M, tsl * 1e3, gbs,
+                   100.0 * gbs / copy_gbs, tgv * 1e3, tw4 * 1e3, td * 1e3, td / tsl, tgv / tsl);
+            fflush(stdout);
+        }
+        unload(&W4);
+        for (int i = 0; i < B.nq; i++) {
+            wna16_free(B.q[i]);
+            llmq_nf4_gpu_free(&B.old[i]);
+        }
+        g->free(g, B.x);
+        g->free(g, B.y);
+    }
 }
 
 /* ---- q/k/v and gate/up in one launch (wna16_linear_group) ---- */
@@ -452,7 +543,7 @@ static void profile(int path)
 
 int main(int argc, char **argv)
 {
-    int do_sweep = 0, do_profile = 0, do_groups = 0, do_slices = 0, prof_path = WNA16_STREAM;
+    int do_sweep = 0, do_profile = 0, do_groups = 0, do_slices = 0, do_nf4 = 0, prof_path = WNA16_STREAM;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "sweep") == 0)
             do_sweep = 1;
@@ -460,6 +551,8 @@ int main(int argc, char **argv)
             do_groups = 1;
         else if (strcmp(argv[i], "slices") == 0)
             do_slices = 1;
+        else if (strcmp(argv[i], "nf4") == 0)
+            do_nf4 = 1;
         else if (strcmp(argv[i], "profile") == 0)
             do_profile = 1;
         else if (strcmp(argv[i], "slice") == 0)
@@ -482,8 +575,10 @@ int main(int argc, char **argv)
     gb_print_header("bench_wna16", reps);
 
     const double copy_gbs = gb_copy_gbs(stream, reps);
-    if (do_sweep || do_groups || do_slices) {
-        if (do_sweep)
+    if (do_sweep || do_groups || do_slices || do_nf4) {
+        if (do_nf4)
+            bench_nf4(copy_gbs);
+        else if (do_sweep)
             sweep(copy_gbs);
         else if (do_slices)
             slice_sweep(copy_gbs);

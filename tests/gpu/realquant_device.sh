@@ -3,7 +3,7 @@
 # their C references, real-quant vs fake-quant perplexity on stories260K,
 # and the benchmarks (kernels; decode and W8A8 prefill of a synthetic
 # Llama-2-7B). usage: tests/gpu/realquant_device.sh BUILD_DIR OUT_DIR [PART]
-# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice | slicekernel | prefill7b | final.
+# PART: checks | bench | 7b | all (default) | graphs | kv | groups | slice | slicekernel | nf4 | prefill7b | final.
 # Results: OUT_DIR/summary.txt.
 set -uo pipefail
 B=$(realpath "$1"); OUT=$2; PART=${3:-all}
@@ -85,6 +85,30 @@ if [ "$PART" = slicekernel ]; then
     TAIL=7 step dec_w4_new_$rep "$B/llmq-eval" --model /tmp/s7b8-w4 --real $DEC
     [ -n "${OLD_EVAL:-}" ] && TAIL=7 step dec_w4_old_$rep "$OLD_EVAL" --model /tmp/s7b8-w4 --real $DEC
   done
+  TAIL=7 step dec_fp16 "$B/llmq-eval" --model /tmp/s7b8 $DEC
+  for f in "$OUT"/dec_*.log; do # tokens/s at batch 1 / 4 / 8 / 16 / 32 / 64
+    say "$(basename "$f" .log): $(awk '$1 ~ /^[0-9]+$/ {printf "%s ", $2}' "$f")"
+  done
+  exit 0
+fi
+if [ "$PART" = nf4 ]; then
+  # NF4 on the slice kernel (seventh session): its checks, then the decode
+  # of an 8-layer slice of the 7B shape, batch 1-64, against an older build
+  # (OLD_EVAL=path to its llmq-eval: the NF4 GEMV to 8 rows, per 8 rows to
+  # 32, dequantize + cuBLAS above), twice interleaved; W4A16 and fp16 once.
+  TAIL=1 step test_nf4_gemv "$B/tests/test_nf4_gemv"
+  grep -hE "^FAIL" "$OUT/test_nf4_gemv.log" | head -n 10 | tee -a "$S"
+  step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
+  Q="$B/llmq-gptq --model /tmp/s7b8 --force --quiet --device cuda"
+  $Q --method nf4 --format llmq -o /tmp/s7b8-nf4 > "$OUT/qnf4.log" 2>&1 &
+  $Q --method rtn --bits 4 --group 128 -o /tmp/s7b8-w4 > "$OUT/q4.log" 2>&1 &
+  wait; say "quantized: $(ls -d /tmp/s7b8-*)"
+  DEC="--text $WK --decode --device cuda --dtype f16 --quiet --prompt 128 --steps 64 --decode-batch 1,4,8,16,32,64"
+  for rep in 1 2; do
+    TAIL=7 step dec_nf4_new_$rep "$B/llmq-eval" --model /tmp/s7b8-nf4 --real $DEC
+    [ -n "${OLD_EVAL:-}" ] && TAIL=7 step dec_nf4_old_$rep "$OLD_EVAL" --model /tmp/s7b8-nf4 --real $DEC
+  done
+  TAIL=7 step dec_w4 "$B/llmq-eval" --model /tmp/s7b8-w4 --real $DEC
   TAIL=7 step dec_fp16 "$B/llmq-eval" --model /tmp/s7b8 $DEC
   for f in "$OUT"/dec_*.log; do # tokens/s at batch 1 / 4 / 8 / 16 / 32 / 64
     say "$(basename "$f" .log): $(awk '$1 ~ /^[0-9]+$/ {printf "%s ", $2}' "$f")"

@@ -10,6 +10,14 @@
  * 1e-3 (F16), 8e-3 (BF16), 2e-5 (F32). llmq_nf4_dequant (the prefill
  * path) against nf4_dequantize() rounded to dt: every element bit for bit.
  *
+ * The slice kernel's NF4 weight (kernels/wna16.h, wna16_prepare_nf4; the
+ * runner's path on compute capability 9.0 with K % 256 == 0): the product
+ * on the SLICE path against the same reference and limits at M = 1..64
+ * (8- and 16-row kernels, further row blocks), N not a multiple of 16, K
+ * from 256 to 11008, F16 and BF16, AUTO above 64 rows (dequantization into
+ * a scratch + cuBLAS), and wna16_dequant bit for bit as above. Skipped
+ * below compute capability 9.0.
+ *
  * Prints "ok|FAIL ..." per check, then "N passed, N failed"; exits 1 on
  * any failure, 77 (skipped) where no GPU is usable. */
 #include <cuda_runtime.h>
@@ -20,6 +28,7 @@
 #include <string.h>
 
 #include "kernels/nf4_gemv.h"
+#include "kernels/wna16.h"
 #include "quant/nf4.h"
 #include "quant/nf4_gemv_ref.h"
 #include "src/backend.h"
@@ -183,6 +192,148 @@ done:
     cudaFree(dW);
 }
 
+/* The slice kernel's copy of w: y = x . W^T on `path` (WNA16_SLICE, or
+ * AUTO with a scratch for the dense path), checked as check() does. */
+static void check_slice(const weight *w, llmq_backend *b, int M, int path)
+{
+    const llmq_dtype dt = b->dt;
+    char shape[96];
+    snprintf(shape, sizeof shape, "M=%d N=%d K=%d%s%s", M, w->n, w->k, w->dq ? "" : " plain",
+             path == WNA16_AUTO ? " auto+scratch" : "");
+    const int N = w->n, K = w->k;
+    const size_t nx = (size_t)M * K, ny = (size_t)M * N, es = llmq_dtype_size(dt);
+    float *x = xmalloc(nx * sizeof *x), *ref = xmalloc(ny * sizeof *ref), *got = xmalloc(ny * sizeof *got);
+    void *hx = xmalloc(nx * es), *hy = xmalloc(ny * es), *dx = NULL, *dy = NULL, *scratch = NULL;
+    wna16_weight *sw = NULL;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = nrand();
+    llmq_round_through(x, nx, dt);
+    if (nf4_gemv_ref(&w->q, N, K, x, M, ref) || wna16_prepare_nf4(&sw, b, &w->q, K, N)) {
+        report_error("nf4_slice", dt, shape);
+        goto done;
+    }
+    llmq_convert(hx, dt, x, LLMQ_F32, nx);
+    if (cudaMalloc(&dx, nx * es) != cudaSuccess || cudaMalloc(&dy, ny * es) != cudaSuccess ||
+        cudaMemcpy(dx, hx, nx * es, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemset(dy, 0xFF, ny * es) != cudaSuccess ||
+        (path == WNA16_AUTO && cudaMalloc(&scratch, (size_t)N * K * es) != cudaSuccess)) {
+        llmq_fail("CUDA allocation or copy failed");
+        report_error("nf4_slice", dt, shape);
+        goto done;
+    }
+    if (scratch)
+        wna16_set_scratch(sw, scratch, (size_t)N * K * es);
+    int rc = wna16_linear_path(sw, b, dy, dx, M, path);
+    cudaError_t ce = cudaDeviceSynchronize();
+    if (rc || ce != cudaSuccess || cudaMemcpy(hy, dy, ny * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        if (!rc)
+            llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
+        report_error("nf4_slice", dt, shape);
+        goto done;
+    }
+    llmq_convert(got, LLMQ_F32, hy, dt, ny);
+    double num = 0.0, den = 0.0;
+    int nonfinite = 0;
+    for (size_t i = 0; i < ny; i++) {
+        if (!isfinite(got[i]))
+            nonfinite = 1;
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    double err = nonfinite ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
+    report(err <= (dt == LLMQ_F16 ? 1e-3 : 8e-3), "nf4_slice", dt, shape, err);
+done:
+    wna16_free(sw);
+    free(x), free(ref), free(got), free(hx), free(hy);
+    cudaFree(dx), cudaFree(dy), cudaFree(scratch);
+}
+
+/* wna16_dequant of the slice kernel's copy: check_dequant's bits. */
+static void check_slice_dequant(const weight *w, llmq_backend *b)
+{
+    const llmq_dtype dt = b->dt;
+    char shape[64];
+    snprintf(shape, sizeof shape, "N=%d K=%d%s", w->n, w->k, w->dq ? "" : " plain");
+    const size_t nk = (size_t)w->n * w->k, es = llmq_dtype_size(dt);
+    float *ref = xmalloc(nk * sizeof *ref);
+    void *href = xmalloc(nk * es), *hgot = xmalloc(nk * es), *dW = NULL;
+    wna16_weight *sw = NULL;
+    if (nf4_dequantize(&w->q, ref) || llmq_convert(href, dt, ref, LLMQ_F32, nk) ||
+        wna16_prepare_nf4(&sw, b, &w->q, w->k, w->n)) {
+        report_error("nf4_slice_dequant", dt, shape);
+        goto done;
+    }
+    if (cudaMalloc(&dW, nk * es) != cudaSuccess || cudaMemset(dW, 0xFF, nk * es) != cudaSuccess) {
+        llmq_fail("CUDA allocation failed");
+        report_error("nf4_slice_dequant", dt, shape);
+        goto done;
+    }
+    int rc = wna16_dequant(sw, b, dW);
+    cudaError_t ce = cudaDeviceSynchronize();
+    if (rc || ce != cudaSuccess || cudaMemcpy(hgot, dW, nk * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        if (!rc)
+            llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
+        report_error("nf4_slice_dequant", dt, shape);
+        goto done;
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < nk * es; i++)
+        diff += ((const uint8_t *)href)[i] != ((const uint8_t *)hgot)[i];
+    report(diff == 0, "nf4_slice_dequant", dt, shape, (double)diff);
+done:
+    wna16_free(sw);
+    free(ref), free(href), free(hgot);
+    cudaFree(dW);
+}
+
+/* The slice kernel's NF4 weights, where the device has it. */
+static void slice_checks(void)
+{
+    llmq_backend *f16 = NULL, *bf16 = NULL;
+    if (llmq_backend_cuda(&f16, 0, LLMQ_F16) || llmq_backend_cuda(&bf16, 0, LLMQ_BF16)) {
+        report_error("nf4_slice", LLMQ_F16, "backend");
+        goto done;
+    }
+    if (!wna16_nf4_supported(f16, 256)) {
+        printf("skipped: nf4_slice (compute capability below 9.0)\n");
+        goto done;
+    }
+    static const struct {
+        int n, k, dq;
+        int ms[10];
+    } cases[] = {
+        {4096, 4096, 1, {1, 2, 3, 8, 9, 16, 17, 33, 64, 0}},
+        {100, 256, 1, {1, 5, 16, 19, 0}},
+        {4096, 11008, 0, {1, 16, 0}},
+        {11008, 4096, 1, {4, 16, 0}},
+        {64, 1024, 1, {1, 64, 0}},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        weight w;
+        if (make_weight(&w, cases[ci].n, cases[ci].k, cases[ci].dq)) {
+            report_error("nf4 weight", LLMQ_F16, "make");
+            continue;
+        }
+        for (int j = 0; cases[ci].ms[j]; j++)
+            check_slice(&w, f16, cases[ci].ms[j], WNA16_SLICE);
+        check_slice(&w, bf16, cases[ci].ms[0], WNA16_SLICE);
+        check_slice(&w, bf16, 16, WNA16_SLICE);
+        check_slice_dequant(&w, f16);
+        check_slice_dequant(&w, bf16);
+        if (ci < 2) {
+            check_slice(&w, f16, 100, WNA16_AUTO);
+            check_slice(&w, bf16, 70, WNA16_AUTO);
+        }
+        free_weight(&w);
+    }
+done:
+    if (bf16)
+        bf16->destroy(bf16);
+    if (f16)
+        f16->destroy(f16);
+}
+
 int main(void)
 {
     if (!llmq_cuda_available()) {
@@ -229,6 +380,7 @@ int main(void)
         check_dequant(&w, LLMQ_F16);
         free_weight(&w);
     }
+    slice_checks();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
