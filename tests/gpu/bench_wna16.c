@@ -42,7 +42,8 @@
  * "sweep" times the tuning knobs (wna16_gemv_tune) of both decode kernels
  * on the g128 shapes instead; "groups" q/k/v and gate/up at M = 1 in one
  * launch (wna16_linear_group) against one launch per linear; "slices"
- * every split of the slice kernel at M = 4, 8, 16 against its plan;
+ * every split of the slice kernel at M = 4, 8, 16 against its plan (BENCH_KN=K,N
+ * and BENCH_M=M restrict it to one shape and M);
  * "profile" only makes a few GEMV calls, for ncu) */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -441,9 +442,15 @@ static void slice_sweep(double copy_gbs)
     static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
     static const int Ms[] = {4, 8, 16}, bitsv[] = {4, 8};
     char sum[3 * 2 * 3][240];
-    int ns = 0;
+    int ns = 0, only_k = 0, only_n = 0, only_m = 0; /* BENCH_KN=K,N and BENCH_M=M: one shape, one M */
+    if (getenv("BENCH_KN") && sscanf(getenv("BENCH_KN"), "%d,%d", &only_k, &only_n) != 2)
+        die("BENCH_KN=K,N");
+    if (getenv("BENCH_M"))
+        only_m = atoi(getenv("BENCH_M"));
     for (int s = 0; s < 3; s++) {
         struct bench B = {.K = shapes[s][0], .N = shapes[s][1]};
+        if (only_k && (B.K != only_k || B.N != only_n))
+            continue;
         float tdm[3] = {0}; /* cuBLAS fp16 per M, timed with the 4-bit weight's dense copy */
         B.x = dev_rand((size_t)16 * B.K, 1.0f);
         B.y = g->alloc(g, (size_t)16 * B.N * 2);
@@ -455,6 +462,8 @@ static void slice_sweep(double copy_gbs)
             wna16_info(B.q[0], NULL, NULL, NULL, &cb, &pb);
             for (int mi = 0; mi < 3; mi++) {
                 B.M = Ms[mi];
+                if (only_m && B.M != only_m)
+                    continue;
                 wna16_gemv_tune(NULL);
                 B.path = WNA16_GEMV;
                 const float tr = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
@@ -467,8 +476,8 @@ static void slice_sweep(double copy_gbs)
                 int bt = 0, bw = 0, bk = 0;
                 int pt = 0, pw = 0, pk = 0;
                 wna16_slice_plan_ran(B.q[0], B.M, &pt, &pw, &pk);
-                static const int tbs[] = {1, 2, 4, 8, 12, 16, 24, 32}, kss[] = {1, 2, 3, 4, 6, 8};
-                for (int ti = 0; ti < 8; ti++)
+                static const int tbs[] = {1, 2, 4, 6, 8, 9, 10, 12, 16, 18, 20, 24, 32}, kss[] = {1, 2, 3, 4, 6, 8};
+                for (int ti = 0; ti < 13; ti++)
                     for (int wpt = 1; tbs[ti] * wpt <= 32; wpt *= 2)
                         for (int ki = 0; ki < 6; ki++) {
                             const int tb = tbs[ti], ks = kss[ki];
