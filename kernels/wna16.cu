@@ -559,11 +559,14 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
  * into dt pairs with the product's own code_pair/Deq (so the dense W is
  * bit for bit the W the mma paths multiply) and stores them where they go:
  * a pair is two consecutive input channels of one output channel (a 4-byte
- * store) unless act-order scatters them. */
-template <typename T, int BITS, bool PERM>
+ * store) unless act-order scatters them. NF4 weights: codebook value times
+ * the block's absmax, as the reference dequantizes (the slice kernel
+ * instead rounds the codebook values to dt and applies the absmax to fp32
+ * sums). */
+template <typename T, int BITS, bool PERM, bool NF4>
 __global__ void wna16_dequant_kernel(T *dst, int K, int N, const int4 *__restrict__ wq, const uint2 *__restrict__ sz,
-                                     const int *__restrict__ step_group, const int *__restrict__ perm, int nkc,
-                                     int ntiles)
+                                     const int *__restrict__ step_group, const int *__restrict__ perm,
+                                     const float *__restrict__ code, int nkc, int ntiles)
 {
     constexpr int STEPS = Cfg<BITS>::STEPS;
     const int lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
@@ -574,13 +577,28 @@ __global__ void wna16_dequant_kernel(T *dst, int K, int N, const int4 *__restric
         const int4 v = __ldg(wq + ch * 32 + lane);
         const uint32_t wd[4] = {(uint32_t)v.x, (uint32_t)v.y, (uint32_t)v.z, (uint32_t)v.w};
         Deq<T> dq;
+        float am[2] = {0.0f, 0.0f}; /* NF4 (wna16_prepare_nf4): the block's absmax, channels gl, gl + 8 */
+        if (NF4) {
+            const uint2 p = __ldg(sz + ((size_t)kc * ntiles + nt) * 8 + gl);
+            am[0] = __uint_as_float(p.x);
+            am[1] = __uint_as_float(p.y);
+        }
 #pragma unroll
         for (int s = 0; s < STEPS; s++) {
             const int st = kc * STEPS + s;
-            dq.set(__ldg(sz + ((size_t)__ldg(step_group + st) * ntiles + nt) * 8 + gl));
+            if (!NF4)
+                dq.set(__ldg(sz + ((size_t)__ldg(step_group + st) * ntiles + nt) * 8 + gl));
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const uint32_t pair = dq(code_pair<BITS>(wd, s, i), i & 1);
+                uint32_t pair;
+                if (NF4) { /* code[q] * absmax in fp32, rounded to dt once, as nf4_dequantize and then dt */
+                    const uint32_t e = (wd[s] >> (8 * i)) & 0xFFu;
+                    const float lo = __ldg(code + (e & 15)) * am[i & 1], hi = __ldg(code + (e >> 4)) * am[i & 1];
+                    pair = std::is_same<T, __half>::value ? as_u32(__floats2half2_rn(lo, hi))
+                                                          : as_u32(__floats2bfloat162_rn(lo, hi));
+                } else {
+                    pair = dq(code_pair<BITS>(wd, s, i), i & 1);
+                }
                 const int n = nt * 16 + gl + 8 * (i & 1), r = st * 16 + 2 * t + 8 * (i >> 1);
                 if (n >= N)
                     continue;
@@ -596,38 +614,6 @@ __global__ void wna16_dequant_kernel(T *dst, int K, int N, const int4 *__restric
                 }
             }
         }
-    }
-}
-
-/* NF4 (wna16_prepare_nf4): W = code[q] * absmax in fp32, rounded to dt
- * once, as nf4_dequantize and then a rounding to dt. */
-template <typename T>
-__global__ void wna16_nf4_dequant_kernel(T *dst, int K, int N, const int4 *__restrict__ wq,
-                                         const uint2 *__restrict__ sz, const float *__restrict__ code, int nkc,
-                                         int ntiles)
-{
-    const int lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
-    const size_t nchunks = (size_t)ntiles * nkc;
-    for (size_t ch = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5; ch < nchunks;
-         ch += (gridDim.x * (size_t)blockDim.x) >> 5) {
-        const int nt = (int)(ch / nkc), kc = (int)(ch % nkc);
-        const int4 v = __ldg(wq + ch * 32 + lane);
-        const uint32_t wd[4] = {(uint32_t)v.x, (uint32_t)v.y, (uint32_t)v.z, (uint32_t)v.w};
-        const uint2 p = __ldg(sz + ((size_t)kc * ntiles + nt) * 8 + gl);
-        const float am[2] = {__uint_as_float(p.x), __uint_as_float(p.y)};
-#pragma unroll
-        for (int s = 0; s < 4; s++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int n = nt * 16 + gl + 8 * (i & 1), r = kc * 64 + 16 * s + 2 * t + 8 * (i >> 1);
-                if (n >= N)
-                    continue;
-                const uint32_t e = (wd[s] >> (8 * i)) & 0xFFu;
-                const float lo = __ldg(code + (e & 15)) * am[i & 1], hi = __ldg(code + (e >> 4)) * am[i & 1];
-                *reinterpret_cast<uint32_t *>(dst + (size_t)n * K + r) =
-                    std::is_same<T, __half>::value ? as_u32(__floats2half2_rn(lo, hi))
-                                                   : as_u32(__floats2bfloat162_rn(lo, hi));
-            }
     }
 }
 
@@ -1281,15 +1267,11 @@ template <typename T, int BITS> static void launch_dequant(const wna16_weight *w
 {
     const size_t nchunks = (size_t)w->ntiles * w->nkc;
     const unsigned grid = grid_for(c, nchunks * 32, 256);
-    if (w->nf4)
-        wna16_nf4_dequant_kernel<T><<<grid, 256, 0, c->stream>>>((T *)dst, w->K, w->N, w->wq, w->sz, w->nf4_code,
-                                                                 w->nkc, w->ntiles);
-    else if (w->use_perm)
-        wna16_dequant_kernel<T, BITS, true><<<grid, 256, 0, c->stream>>>((T *)dst, w->K, w->N, w->wq, w->sz,
-                                                                         w->step_group, w->perm, w->nkc, w->ntiles);
-    else
-        wna16_dequant_kernel<T, BITS, false><<<grid, 256, 0, c->stream>>>((T *)dst, w->K, w->N, w->wq, w->sz,
-                                                                          w->step_group, w->perm, w->nkc, w->ntiles);
+    auto kern = w->nf4 ? wna16_dequant_kernel<T, BITS, false, BITS == 4>
+                : w->use_perm ? wna16_dequant_kernel<T, BITS, true, false>
+                              : wna16_dequant_kernel<T, BITS, false, false>;
+    kern<<<grid, 256, 0, c->stream>>>((T *)dst, w->K, w->N, w->wq, w->sz, w->step_group, w->perm, w->nf4_code,
+                                      w->nkc, w->ntiles);
 }
 
 extern "C" int wna16_dequant(const wna16_weight *w, llmq_backend *b, void *dst)
@@ -1301,7 +1283,7 @@ extern "C" int wna16_dequant(const wna16_weight *w, llmq_backend *b, void *dst)
         w->bits == 4 ? launch_dequant<__half, 4>(w, c, dst) : launch_dequant<__half, 8>(w, c, dst);
     else
         w->bits == 4 ? launch_dequant<__nv_bfloat16, 4>(w, c, dst) : launch_dequant<__nv_bfloat16, 8>(w, c, dst);
-    LAUNCH_CHECK(w->nf4 ? "wna16_nf4_dequant_kernel" : "wna16_dequant_kernel");
+    LAUNCH_CHECK("wna16_dequant_kernel");
     return 0;
 }
 

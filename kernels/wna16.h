@@ -157,7 +157,9 @@ int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t *qweight, c
  * layout above, its two-code bytes placed where a lane's A registers want
  * them (GvDeqNf4), its absmax decoded here and kept in fp32 where the
  * scales go (8 bytes per channel pair per block, as {scale, zero} pairs
- * take). The slice kernel maps code pairs to codebook values in dt through
+ * take: 0.5625 bytes per weight on the device against the checkpoint's
+ * 0.516 with double quantization, so that the dense paths reproduce
+ * nf4_dequantize bit for bit). The slice kernel maps code pairs to codebook values in dt through
  * a table in shared memory and multiplies each block's fp32 sums by its
  * absmax; the dense paths dequantize as nf4_dequantize does, rounded to dt
  * once. AUTO takes SLICE at any M unless a dense copy (above

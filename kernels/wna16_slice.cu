@@ -222,7 +222,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
      * on each set takes zero as its accumulator (RZ), so nothing clears the
      * sets (kernels/WNA16_NOTES.md round 9). */
     constexpr int NS = DEFER && MT == 2 ? 1 : 2;
-    float acc[2][MT][4] = {}, accg[NS][MT][4];
+    float acc[2][MT][4] = {}, accg[NS][MT][4] = {};
     using Dq = typename std::conditional<
         NF4, GvDeqNf4, typename std::conditional<FOLD, GvDeqFold<BITS>, GvDeq<T, BITS, true>>::type>::type;
     Dq dq;
@@ -230,6 +230,13 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     if constexpr (NF4)
         dq.lut = reinterpret_cast<const uint32_t *>(sl_sm + a.off_lut) + lane;
     int gsz = 0, unit = 0; /* the scales' group (relative to glo); the flush unit within the slice */
+    auto unit_sum = [&](int mt, int c) { /* the unit's sum of one accumulator over the sets */
+        float ag = accg[0][mt][c];
+#pragma unroll
+        for (int j = 1; j < NS; j++)
+            ag += accg[j][mt][c];
+        return ag;
+    };
     auto flush = [&]() {
         if constexpr (FOLD) {
             float sf[2], zc[2];
@@ -238,13 +245,9 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
             for (int mt = 0; mt < MT; mt++) {
                 const float2 X = *reinterpret_cast<const float2 *>(xg + unit * R + mt * 8 + 2 * t); /* rows 2t, 2t + 1 */
 #pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    float ag = accg[0][mt][c];
-#pragma unroll
-                    for (int j = 1; j < NS; j++)
-                        ag += accg[j][mt][c];
-                    acc[0][mt][c] = fmaf(sf[c >> 1], fmaf(-zc[c >> 1], (c & 1) ? X.y : X.x, ag), acc[0][mt][c]);
-                }
+                for (int c = 0; c < 4; c++)
+                    acc[0][mt][c] =
+                        fmaf(sf[c >> 1], fmaf(-zc[c >> 1], (c & 1) ? X.y : X.x, unit_sum(mt, c)), acc[0][mt][c]);
             }
         } else if constexpr (NF4) { /* the chunk's absmax, fp32, channels gl and gl + 8 */
             const uint2 p = szw[gsz * 8 + gl];
@@ -252,13 +255,8 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    float ag = accg[0][mt][c];
-#pragma unroll
-                    for (int j = 1; j < NS; j++)
-                        ag += accg[j][mt][c];
-                    acc[0][mt][c] = fmaf(sf[c >> 1], ag, acc[0][mt][c]);
-                }
+                for (int c = 0; c < 4; c++)
+                    acc[0][mt][c] = fmaf(sf[c >> 1], unit_sum(mt, c), acc[0][mt][c]);
         }
     };
     auto compute = [&](const int4 (&w)[SL_U], int kcb) {

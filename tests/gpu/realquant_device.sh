@@ -71,44 +71,28 @@ if [ "$PART" = prefill7b ]; then
   done
   exit 0
 fi
-if [ "$PART" = slicekernel ]; then
-  # The slice kernel's checks, then the W4A16 decode (AUTO: the slice
-  # kernel at 2-64 rows) of an 8-layer slice of the 7B shape, batch 1-64,
-  # against an older build (OLD_EVAL=path to its llmq-eval), twice
-  # interleaved.
-  TAIL=1 step test_wna16 "$B/tests/test_wna16"
-  grep -hE "^FAIL" "$OUT/test_wna16.log" | head -n 10 | tee -a "$S"
-  step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
-  "$B/llmq-gptq" --model /tmp/s7b8 --force --quiet --device cuda --method rtn --bits 4 --group 128 -o /tmp/s7b8-w4 > "$OUT/q4.log" 2>&1
-  DEC="--text $WK --decode --device cuda --dtype f16 --quiet --prompt 128 --steps 64 --decode-batch 1,4,8,16,32,64"
-  for rep in 1 2; do
-    TAIL=7 step dec_w4_new_$rep "$B/llmq-eval" --model /tmp/s7b8-w4 --real $DEC
-    [ -n "${OLD_EVAL:-}" ] && TAIL=7 step dec_w4_old_$rep "$OLD_EVAL" --model /tmp/s7b8-w4 --real $DEC
-  done
-  TAIL=7 step dec_fp16 "$B/llmq-eval" --model /tmp/s7b8 $DEC
-  for f in "$OUT"/dec_*.log; do # tokens/s at batch 1 / 4 / 8 / 16 / 32 / 64
-    say "$(basename "$f" .log): $(awk '$1 ~ /^[0-9]+$/ {printf "%s ", $2}' "$f")"
-  done
-  exit 0
-fi
-if [ "$PART" = nf4 ]; then
-  # NF4 on the slice kernel (seventh session): its checks, then the decode
-  # of an 8-layer slice of the 7B shape, batch 1-64, against an older build
-  # (OLD_EVAL=path to its llmq-eval: the NF4 GEMV to 8 rows, per 8 rows to
-  # 32, dequantize + cuBLAS above), twice interleaved; W4A16 and fp16 once.
-  TAIL=1 step test_nf4_gemv "$B/tests/test_nf4_gemv"
-  grep -hE "^FAIL" "$OUT/test_nf4_gemv.log" | head -n 10 | tee -a "$S"
+if [ "$PART" = slicekernel ] || [ "$PART" = nf4 ]; then
+  # A decode kernel's checks, then the decode of an 8-layer slice of the 7B
+  # shape, batch 1-64, against an older build (OLD_EVAL=path to its
+  # llmq-eval), twice interleaved; fp16 once. slicekernel: test_wna16 and
+  # W4A16 g128 (AUTO: the slice kernel at 2-64 rows). nf4 (seventh
+  # session): test_nf4_gemv and NF4 on the slice kernel (older builds: the
+  # NF4 GEMV to 8 rows, per 8 rows to 32, dequantize + cuBLAS above), and
+  # W4A16 once.
+  if [ "$PART" = nf4 ]; then T=test_nf4_gemv V=nf4; else T=test_wna16 V=w4; fi
+  TAIL=1 step $T "$B/tests/$T"
+  grep -hE "^FAIL" "$OUT/$T.log" | head -n 10 | tee -a "$S"
   step synth_7b8 "$B/tests/make_synth_model" --out /tmp/s7b8 --preset 7b --layers 8 --tokenizer "$D/tokenizers/llama-spm" --quiet
   Q="$B/llmq-gptq --model /tmp/s7b8 --force --quiet --device cuda"
-  $Q --method nf4 --format llmq -o /tmp/s7b8-nf4 > "$OUT/qnf4.log" 2>&1 &
   $Q --method rtn --bits 4 --group 128 -o /tmp/s7b8-w4 > "$OUT/q4.log" 2>&1 &
+  [ $V = nf4 ] && $Q --method nf4 --format llmq -o /tmp/s7b8-nf4 > "$OUT/qnf4.log" 2>&1 &
   wait; say "quantized: $(ls -d /tmp/s7b8-*)"
   DEC="--text $WK --decode --device cuda --dtype f16 --quiet --prompt 128 --steps 64 --decode-batch 1,4,8,16,32,64"
   for rep in 1 2; do
-    TAIL=7 step dec_nf4_new_$rep "$B/llmq-eval" --model /tmp/s7b8-nf4 --real $DEC
-    [ -n "${OLD_EVAL:-}" ] && TAIL=7 step dec_nf4_old_$rep "$OLD_EVAL" --model /tmp/s7b8-nf4 --real $DEC
+    TAIL=7 step dec_${V}_new_$rep "$B/llmq-eval" --model /tmp/s7b8-$V --real $DEC
+    [ -n "${OLD_EVAL:-}" ] && TAIL=7 step dec_${V}_old_$rep "$OLD_EVAL" --model /tmp/s7b8-$V --real $DEC
   done
-  TAIL=7 step dec_w4 "$B/llmq-eval" --model /tmp/s7b8-w4 --real $DEC
+  [ $V = nf4 ] && TAIL=7 step dec_w4 "$B/llmq-eval" --model /tmp/s7b8-w4 --real $DEC
   TAIL=7 step dec_fp16 "$B/llmq-eval" --model /tmp/s7b8 $DEC
   for f in "$OUT"/dec_*.log; do # tokens/s at batch 1 / 4 / 8 / 16 / 32 / 64
     say "$(basename "$f" .log): $(awk '$1 ~ /^[0-9]+$/ {printf "%s ", $2}' "$f")"

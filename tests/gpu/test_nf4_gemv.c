@@ -102,11 +102,15 @@ static void free_weight(weight *w)
     llmq_nf4_gpu_free(&w->d);
 }
 
-static void check(const weight *w, int M, llmq_dtype dt, int rows_per_warp)
+/* A product under test: y (dt, device) = x . W^T for M rows; 0 or -1. */
+typedef int (*product_fn)(const weight *w, void *arg, llmq_dtype dt, void *dy, const void *dx, int M);
+
+/* x random, rounded through dt; the product on the device against
+ * nf4_gemv_ref: the relative L2 error of every element (NaN if any is not
+ * finite; y is poisoned first) under 1e-3 (F16), 8e-3 (BF16), 2e-5 (F32). */
+static void check_product(const char *what, const char *shape, const weight *w, int M, llmq_dtype dt,
+                          product_fn fn, void *arg)
 {
-    char shape[96];
-    snprintf(shape, sizeof shape, "M=%d N=%d K=%d%s%s", M, w->n, w->k, w->dq ? "" : " plain",
-             rows_per_warp ? (rows_per_warp == 1 ? " R=1" : rows_per_warp == 2 ? " R=2" : " R=4") : "");
     const int N = w->n, K = w->k;
     size_t nx = (size_t)M * K, ny = (size_t)M * N, es = llmq_dtype_size(dt);
     float *x = xmalloc(nx * sizeof *x), *ref = xmalloc(ny * sizeof *ref), *got = xmalloc(ny * sizeof *got);
@@ -115,7 +119,7 @@ static void check(const weight *w, int M, llmq_dtype dt, int rows_per_warp)
         x[i] = nrand();
     llmq_round_through(x, nx, dt);
     if (nf4_gemv_ref(&w->q, N, K, x, M, ref)) {
-        report_error("nf4_gemv", dt, shape);
+        report_error(what, dt, shape);
         goto done;
     }
     llmq_convert(hx, dt, x, LLMQ_F32, nx);
@@ -123,20 +127,15 @@ static void check(const weight *w, int M, llmq_dtype dt, int rows_per_warp)
         cudaMemcpy(dx, hx, nx * es, cudaMemcpyHostToDevice) != cudaSuccess ||
         cudaMemset(dy, 0xFF, ny * es) != cudaSuccess) {
         llmq_fail("CUDA allocation or copy failed");
-        report_error("nf4_gemv", dt, shape);
+        report_error(what, dt, shape);
         goto done;
     }
-    if (rows_per_warp && llmq_nf4_gemv_tune(rows_per_warp)) {
-        report_error("nf4_gemv", dt, shape);
-        goto done;
-    }
-    int rc = llmq_nf4_gemv(NULL, dt, dy, dx, &w->d, M);
-    llmq_nf4_gemv_tune(0);
+    int rc = fn(w, arg, dt, dy, dx, M);
     cudaError_t ce = cudaDeviceSynchronize();
     if (rc || ce != cudaSuccess || cudaMemcpy(hy, dy, ny * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
         if (!rc)
             llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
-        report_error("nf4_gemv", dt, shape);
+        report_error(what, dt, shape);
         goto done;
     }
     llmq_convert(got, LLMQ_F32, hy, dt, ny);
@@ -151,15 +150,18 @@ static void check(const weight *w, int M, llmq_dtype dt, int rows_per_warp)
     }
     double err = nonfinite ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
     double lim = dt == LLMQ_F16 ? 1e-3 : dt == LLMQ_BF16 ? 8e-3 : 2e-5;
-    report(err <= lim, "nf4_gemv", dt, shape, err);
+    report(err <= lim, what, dt, shape, err);
 done:
     free(x), free(ref), free(got), free(hx), free(hy);
     cudaFree(dx), cudaFree(dy);
 }
 
-/* The dense W of the prefill path: nf4_dequantize() rounded once to dt, and
+/* A dense W under test: dst (dt, device, N * K) = W; 0 or -1. */
+typedef int (*dequant_fn)(const weight *w, void *arg, llmq_dtype dt, void *dst);
+
+/* The dense W of a prefill path: nf4_dequantize() rounded once to dt, and
  * the kernel's W, poisoned beforehand, must be the same bits everywhere. */
-static void check_dequant(const weight *w, llmq_dtype dt)
+static void check_dense(const char *what, const weight *w, llmq_dtype dt, dequant_fn fn, void *arg)
 {
     char shape[64];
     snprintf(shape, sizeof shape, "N=%d K=%d%s", w->n, w->k, w->dq ? "" : " plain");
@@ -167,124 +169,112 @@ static void check_dequant(const weight *w, llmq_dtype dt)
     float *ref = xmalloc(nk * sizeof *ref);
     void *href = xmalloc(nk * es), *hgot = xmalloc(nk * es), *dW = NULL;
     if (nf4_dequantize(&w->q, ref) || llmq_convert(href, dt, ref, LLMQ_F32, nk)) {
-        report_error("nf4_dequant", dt, shape);
+        report_error(what, dt, shape);
         goto done;
     }
     if (cudaMalloc(&dW, nk * es) != cudaSuccess || cudaMemset(dW, 0xFF, nk * es) != cudaSuccess) {
         llmq_fail("CUDA allocation failed");
-        report_error("nf4_dequant", dt, shape);
+        report_error(what, dt, shape);
         goto done;
     }
-    int rc = llmq_nf4_dequant(NULL, dt, dW, &w->d);
+    int rc = fn(w, arg, dt, dW);
     cudaError_t ce = cudaDeviceSynchronize();
     if (rc || ce != cudaSuccess || cudaMemcpy(hgot, dW, nk * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
         if (!rc)
             llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
-        report_error("nf4_dequant", dt, shape);
+        report_error(what, dt, shape);
         goto done;
     }
     size_t diff = 0;
     for (size_t i = 0; i < nk * es; i++)
         diff += ((const uint8_t *)href)[i] != ((const uint8_t *)hgot)[i];
-    report(diff == 0, "nf4_dequant", dt, shape, (double)diff);
+    report(diff == 0, what, dt, shape, (double)diff);
 done:
     free(ref), free(href), free(hgot);
     cudaFree(dW);
 }
 
-/* The slice kernel's copy of w: y = x . W^T on `path` (WNA16_SLICE, or
- * AUTO with a scratch for the dense path), checked as check() does. */
+/* ---- the NF4 GEMV (bitsandbytes' layout) ---- */
+
+static int gemv_product(const weight *w, void *arg, llmq_dtype dt, void *dy, const void *dx, int M)
+{
+    const int rows_per_warp = *(const int *)arg;
+    if (rows_per_warp && llmq_nf4_gemv_tune(rows_per_warp))
+        return -1;
+    int rc = llmq_nf4_gemv(NULL, dt, dy, dx, &w->d, M);
+    llmq_nf4_gemv_tune(0);
+    return rc;
+}
+
+static void check(const weight *w, int M, llmq_dtype dt, int rows_per_warp)
+{
+    char shape[96];
+    snprintf(shape, sizeof shape, "M=%d N=%d K=%d%s%s", M, w->n, w->k, w->dq ? "" : " plain",
+             rows_per_warp ? (rows_per_warp == 1 ? " R=1" : rows_per_warp == 2 ? " R=2" : " R=4") : "");
+    check_product("nf4_gemv", shape, w, M, dt, gemv_product, &rows_per_warp);
+}
+
+static int gemv_dense(const weight *w, void *arg, llmq_dtype dt, void *dst)
+{
+    (void)arg;
+    return llmq_nf4_dequant(NULL, dt, dst, &w->d);
+}
+
+static void check_dequant(const weight *w, llmq_dtype dt) { check_dense("nf4_dequant", w, dt, gemv_dense, NULL); }
+
+/* ---- the slice kernel's copy (wna16_prepare_nf4), made per check ---- */
+
+typedef struct {
+    llmq_backend *b; /* its dt is the check's */
+    int path;        /* WNA16_SLICE, or AUTO with a scratch for the dense path */
+} slice_arg;
+
+static int slice_product(const weight *w, void *arg, llmq_dtype dt, void *dy, const void *dx, int M)
+{
+    const slice_arg *a = arg;
+    const size_t scratch_bytes = (size_t)w->n * w->k * llmq_dtype_size(dt);
+    wna16_weight *sw = NULL;
+    void *scratch = NULL;
+    if (wna16_prepare_nf4(&sw, a->b, &w->q, w->k, w->n))
+        return -1;
+    if (a->path == WNA16_AUTO && cudaMalloc(&scratch, scratch_bytes) != cudaSuccess) {
+        wna16_free(sw);
+        return llmq_fail("CUDA allocation failed");
+    }
+    if (scratch)
+        wna16_set_scratch(sw, scratch, scratch_bytes);
+    int rc = wna16_linear_path(sw, a->b, dy, dx, M, a->path);
+    cudaDeviceSynchronize(); /* before the frees; errors are the caller's to read */
+    wna16_free(sw);
+    cudaFree(scratch);
+    return rc;
+}
+
 static void check_slice(const weight *w, llmq_backend *b, int M, int path)
 {
-    const llmq_dtype dt = b->dt;
     char shape[96];
     snprintf(shape, sizeof shape, "M=%d N=%d K=%d%s%s", M, w->n, w->k, w->dq ? "" : " plain",
              path == WNA16_AUTO ? " auto+scratch" : "");
-    const int N = w->n, K = w->k;
-    const size_t nx = (size_t)M * K, ny = (size_t)M * N, es = llmq_dtype_size(dt);
-    float *x = xmalloc(nx * sizeof *x), *ref = xmalloc(ny * sizeof *ref), *got = xmalloc(ny * sizeof *got);
-    void *hx = xmalloc(nx * es), *hy = xmalloc(ny * es), *dx = NULL, *dy = NULL, *scratch = NULL;
-    wna16_weight *sw = NULL;
-    for (size_t i = 0; i < nx; i++)
-        x[i] = nrand();
-    llmq_round_through(x, nx, dt);
-    if (nf4_gemv_ref(&w->q, N, K, x, M, ref) || wna16_prepare_nf4(&sw, b, &w->q, K, N)) {
-        report_error("nf4_slice", dt, shape);
-        goto done;
-    }
-    llmq_convert(hx, dt, x, LLMQ_F32, nx);
-    if (cudaMalloc(&dx, nx * es) != cudaSuccess || cudaMalloc(&dy, ny * es) != cudaSuccess ||
-        cudaMemcpy(dx, hx, nx * es, cudaMemcpyHostToDevice) != cudaSuccess ||
-        cudaMemset(dy, 0xFF, ny * es) != cudaSuccess ||
-        (path == WNA16_AUTO && cudaMalloc(&scratch, (size_t)N * K * es) != cudaSuccess)) {
-        llmq_fail("CUDA allocation or copy failed");
-        report_error("nf4_slice", dt, shape);
-        goto done;
-    }
-    if (scratch)
-        wna16_set_scratch(sw, scratch, (size_t)N * K * es);
-    int rc = wna16_linear_path(sw, b, dy, dx, M, path);
-    cudaError_t ce = cudaDeviceSynchronize();
-    if (rc || ce != cudaSuccess || cudaMemcpy(hy, dy, ny * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
-        if (!rc)
-            llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
-        report_error("nf4_slice", dt, shape);
-        goto done;
-    }
-    llmq_convert(got, LLMQ_F32, hy, dt, ny);
-    double num = 0.0, den = 0.0;
-    int nonfinite = 0;
-    for (size_t i = 0; i < ny; i++) {
-        if (!isfinite(got[i]))
-            nonfinite = 1;
-        double d = (double)got[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    double err = nonfinite ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
-    report(err <= (dt == LLMQ_F16 ? 1e-3 : 8e-3), "nf4_slice", dt, shape, err);
-done:
-    wna16_free(sw);
-    free(x), free(ref), free(got), free(hx), free(hy);
-    cudaFree(dx), cudaFree(dy), cudaFree(scratch);
+    slice_arg a = {b, path};
+    check_product("nf4_slice", shape, w, M, b->dt, slice_product, &a);
 }
 
-/* wna16_dequant of the slice kernel's copy: check_dequant's bits. */
+static int slice_dense(const weight *w, void *arg, llmq_dtype dt, void *dst)
+{
+    llmq_backend *b = arg;
+    (void)dt; /* b->dt */
+    wna16_weight *sw = NULL;
+    if (wna16_prepare_nf4(&sw, b, &w->q, w->k, w->n))
+        return -1;
+    int rc = wna16_dequant(sw, b, dst);
+    cudaDeviceSynchronize();
+    wna16_free(sw);
+    return rc;
+}
+
 static void check_slice_dequant(const weight *w, llmq_backend *b)
 {
-    const llmq_dtype dt = b->dt;
-    char shape[64];
-    snprintf(shape, sizeof shape, "N=%d K=%d%s", w->n, w->k, w->dq ? "" : " plain");
-    const size_t nk = (size_t)w->n * w->k, es = llmq_dtype_size(dt);
-    float *ref = xmalloc(nk * sizeof *ref);
-    void *href = xmalloc(nk * es), *hgot = xmalloc(nk * es), *dW = NULL;
-    wna16_weight *sw = NULL;
-    if (nf4_dequantize(&w->q, ref) || llmq_convert(href, dt, ref, LLMQ_F32, nk) ||
-        wna16_prepare_nf4(&sw, b, &w->q, w->k, w->n)) {
-        report_error("nf4_slice_dequant", dt, shape);
-        goto done;
-    }
-    if (cudaMalloc(&dW, nk * es) != cudaSuccess || cudaMemset(dW, 0xFF, nk * es) != cudaSuccess) {
-        llmq_fail("CUDA allocation failed");
-        report_error("nf4_slice_dequant", dt, shape);
-        goto done;
-    }
-    int rc = wna16_dequant(sw, b, dW);
-    cudaError_t ce = cudaDeviceSynchronize();
-    if (rc || ce != cudaSuccess || cudaMemcpy(hgot, dW, nk * es, cudaMemcpyDeviceToHost) != cudaSuccess) {
-        if (!rc)
-            llmq_fail("CUDA: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
-        report_error("nf4_slice_dequant", dt, shape);
-        goto done;
-    }
-    size_t diff = 0;
-    for (size_t i = 0; i < nk * es; i++)
-        diff += ((const uint8_t *)href)[i] != ((const uint8_t *)hgot)[i];
-    report(diff == 0, "nf4_slice_dequant", dt, shape, (double)diff);
-done:
-    wna16_free(sw);
-    free(ref), free(href), free(hgot);
-    cudaFree(dW);
+    check_dense("nf4_slice_dequant", w, b->dt, slice_dense, b);
 }
 
 /* The slice kernel's NF4 weights, where the device has it. */
