@@ -701,6 +701,10 @@ static int repack(wna16_weight *w, const int32_t *qweight, const int32_t *qzeros
         rowpos[k] = r;
         w->use_perm |= r != k;
     }
+    w->perm_hash = 14695981039346656037ull; /* FNV-1a over the table's bytes */
+    for (int r = 0; r < w->Kp; r++)
+        for (int b = 0; b < 4; b++)
+            w->perm_hash = (w->perm_hash ^ (((uint32_t)perm[r] >> (8 * b)) & 0xFFu)) * 1099511628211ull;
     for (int g = 0; g < ng; g++)
         for (int r = start[g]; r < start[g + 1]; r += 16)
             sg[r / 16] = g;
@@ -1307,6 +1311,15 @@ extern "C" int wna16_cache_dense(wna16_weight *w, llmq_backend *b, int on)
     return 0;
 }
 
+/* Whether AUTO takes the slice kernel for a GPTQ weight at M, unless the
+ * stream kernel took it first (wna16_linear_path). */
+static int auto_slice(const wna16_weight *w, const cuda_ctx *c, llmq_dtype dt, const void *x, int M)
+{
+    return !gv_tune.ring && !gv_tune.slice_off && ((uintptr_t)x & 15) == 0 &&
+           M >= (w->use_perm ? 1 : WNA16_SLICE_MIN_M) && M <= WNA16_SLICE_MAX_M && wna16_slice_usable(w, c, M) &&
+           (M <= WNA16_SLICE_DENSE_M || !(w->dense && w->dense_dt == dt));
+}
+
 extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, const void *x, int M, int path)
 {
     cuda_ctx *c = cctx(b, "wna16_linear");
@@ -1344,12 +1357,9 @@ extern "C" int wna16_linear_path(wna16_weight *w, llmq_backend *b, void *y, cons
          * not take, go to the slice kernel from one row. The ring keeps
          * what the slice kernel does not take: groups of part of a chunk,
          * odd K. */
-        const int slice_ok = !gv_tune.ring && !gv_tune.slice_off && ((uintptr_t)x & 15) == 0 &&
-                             M >= (w->use_perm ? 1 : WNA16_SLICE_MIN_M) && M <= WNA16_SLICE_MAX_M &&
-                             wna16_slice_usable(w, c, M);
         if (M <= WNA16_STREAM_MAX_M && !gv_tune.ring && !w->use_perm && wna16_stream_usable(w, c, M))
             path = WNA16_STREAM;
-        else if (slice_ok && (M <= WNA16_SLICE_DENSE_M || !(w->dense && w->dense_dt == b->dt)))
+        else if (auto_slice(w, c, b->dt, x, M))
             path = WNA16_SLICE, slice_checked = 1;
         else if (M <= WNA16_GEMV_MAX_M && gemv_usable(w, c, M))
             path = WNA16_GEMV;
@@ -1402,12 +1412,19 @@ extern "C" int wna16_linear_group(wna16_weight *const *ws, int n, llmq_backend *
     cuda_ctx *c = cctx(b, "wna16_linear");
     if (!c || check_dt(b->dt, "wna16_linear"))
         return -1;
-    /* AUTO's STREAM conditions (wna16_linear_path) */
-    if (M < 1 || M > WNA16_STREAM_MAX_M || gv_tune.ring || ((uintptr_t)x & 3))
-        return 1;
     for (int i = 0; i < n; i++)
         if (((uintptr_t)ys[i] & 1) || ws[i]->nf4)
             return 1;
+    /* Act-order weights that AUTO sends to the slice kernel, in one row
+     * order (q/k/v, gate/up): x sorted once for all of them. */
+    int slice = n > 1;
+    for (int i = 0; i < n && slice; i++)
+        slice = ws[i]->use_perm && auto_slice(ws[i], c, b->dt, x, M);
+    if (slice)
+        return wna16_slice_run_group(ws, n, c, b->dt, ys, x, M);
+    /* AUTO's STREAM conditions (wna16_linear_path) */
+    if (M < 1 || M > WNA16_STREAM_MAX_M || gv_tune.ring || ((uintptr_t)x & 3))
+        return 1;
     return wna16_stream_run_group(ws, n, c, b->dt, ys, x, M);
 }
 

@@ -258,7 +258,10 @@ void wna16_set_scratch(wna16_weight *w, void *scratch, size_t bytes);
 /* y[i] = x . W_i^T for n <= WNA16_GROUP_MAX weights in one STREAM launch
  * (one grid over all their channel tiles: one launch instead of n, and a
  * fuller grid than the smaller ones alone), where AUTO would take STREAM for
- * each and they share K, bits and groups (no act-order). 0, -1 with
+ * each and they share K, bits and groups (no act-order); or, for act-order
+ * weights in one row order (q/k/v or gate/up of a GPTQ act-order
+ * checkpoint) that AUTO sends to SLICE with x sorted into their shared
+ * scratch (from 9 rows), with x sorted once for all of them. 0, -1 with
  * llmq_fail(), or 1 when not taken (nothing done: run each). */
 int wna16_linear_group(wna16_weight *const *ws, int n, llmq_backend *b, void *const *ys, const void *x, int M);
 

@@ -50,6 +50,7 @@ struct wna16_weight {
     int K, N, bits, ng;
     int Kp, nkc, ntiles; /* repacked rows (padded), 16-byte chunks per 16 channels, Np / 16 */
     int use_perm;        /* act-order (or padded groups): x gathered through perm */
+    uint64_t perm_hash;  /* FNV-1a of perm (use_perm): weights that read x in one order (q/k/v, gate/up) */
     int spg_shift;       /* k-step s is in group s >> spg_shift (static groups of 16 * 2^j rows), or -1 */
     void *blob;          /* one device allocation holding the arrays below */
     size_t blob_bytes, code_bytes, param_bytes;
@@ -554,6 +555,15 @@ void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetc
  * aligned (AUTO asks before it chooses), so run does not ask again. */
 int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked);
 int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M);
+/* y[i] = x . W_i^T for act-order weights that share one row order
+ * (perm_hash: q/k/v or gate/up of a GPTQ act-order checkpoint, whose
+ * orders come from one Hessian) and one scratch, each of which the caller
+ * has had AUTO choose the slice kernel for at M: x sorted into the scratch
+ * once instead of once per weight. 0, -1 with llmq_fail(), or 1 when not
+ * taken (fewer than SORT_MIN_M rows, other orders or scratches: nothing
+ * done). */
+int wna16_slice_run_group(const wna16_weight *const *ws, int n, cuda_ctx *c, llmq_dtype dt, void *const *ys,
+                          const void *x, int M);
 /* wna16_gemv_tune's knobs for it: tiles per block, warps per tile, K
  * slices (0: planned), no PDL, W rounded before the mma in fp16 too. */
 void wna16_slice_tune_set(int tb, int wpt, int ks, int no_pdl, int exact_dequant);

@@ -668,33 +668,34 @@ int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
            sl_plan(w, c, M, mt, fg, w->nf4 ? SL_NF4 : SL_FOLD, NULL, &p) == 0;
 }
 
-int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked)
+/* Whether x is sorted into w's scratch first (act-order from SORT_MIN_M
+ * rows with a scratch attached: the model runner attaches its prefill
+ * scratch). Otherwise the staging gathers. */
+static int sl_sorts(const wna16_weight *w, const cuda_ctx *c, int M)
 {
-    if (!checked && (((uintptr_t)x & 15) || !wna16_slice_usable(w, c, M)))
-        return llmq_fail("wna16_linear: the slice kernel takes static groups of whole chunks (in the order sorted "
-                         "by group), K a multiple of %d and x 16-byte aligned (K = %d, %d groups%s)",
-                         SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
-                         w->use_perm ? ", act-order" : "");
-    /* Act-order from SORT_MIN_M rows with a scratch attached (the model
-     * runner attaches its prefill scratch): x sorted into it first
-     * (wna16_x_sort_kernel), and the slice kernel reads that. Otherwise
-     * its staging gathers. */
-    int x_sorted = 0;
-    if (w->use_perm && M >= SORT_MIN_M && w->scratch && w->scratch_bytes >= (size_t)M * w->Kp * 2 &&
-        (size_t)w->K * 2 <= c->smem_optin) {
-        static int regs; /* asking sets its shared memory limit */
-        const dim3 grid((unsigned)((w->Kp + SORT_SPAN - 1) / SORT_SPAN), (unsigned)M);
-        cudaError_t e = kernel_regs(wna16_x_sort_kernel, c, &regs);
-        if (e == cudaSuccess)
-            e = launch_ex(wna16_x_sort_kernel, grid, dim3(256), (size_t)w->K * 2, c->stream, NULL, 0, !sl_no_pdl,
-                          (uint16_t *)w->scratch, (const uint16_t *)x, (const int *)w->perm, w->K, w->Kp);
-        if (e != cudaSuccess) {
-            cudaGetLastError();
-            return llmq_fail("wna16_x_sort_kernel: launch failed (M = %d, K = %d): %s", M, w->K, cudaGetErrorString(e));
-        }
-        x = w->scratch;
-        x_sorted = 1;
+    return w->use_perm && M >= SORT_MIN_M && w->scratch && w->scratch_bytes >= (size_t)M * w->Kp * 2 &&
+           (size_t)w->K * 2 <= c->smem_optin;
+}
+
+/* x [M, K] into w's scratch in the repack's row order (wna16_x_sort_kernel). */
+static int sl_sort(const wna16_weight *w, cuda_ctx *c, const void *x, int M)
+{
+    static int regs; /* asking sets its shared memory limit */
+    const dim3 grid((unsigned)((w->Kp + SORT_SPAN - 1) / SORT_SPAN), (unsigned)M);
+    cudaError_t e = kernel_regs(wna16_x_sort_kernel, c, &regs);
+    if (e == cudaSuccess)
+        e = launch_ex(wna16_x_sort_kernel, grid, dim3(256), (size_t)w->K * 2, c->stream, NULL, 0, !sl_no_pdl,
+                      (uint16_t *)w->scratch, (const uint16_t *)x, (const int *)w->perm, w->K, w->Kp);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return llmq_fail("wna16_x_sort_kernel: launch failed (M = %d, K = %d): %s", M, w->K, cudaGetErrorString(e));
     }
+    return 0;
+}
+
+/* The slice kernel on x (x_sorted: already in w's row order, Kp long). */
+static int sl_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int x_sorted)
+{
     SlPlan p = {};
     cudaError_t e = dt == LLMQ_F16 ? (w->bits == 4 ? sl_launch_mt<__half, 4>(w, c, y, x, M, x_sorted, &p)
                                                    : sl_launch_mt<__half, 8>(w, c, y, x, M, x_sorted, &p))
@@ -706,6 +707,36 @@ int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, 
                          "memory): %s",
                          p.tb, p.wpt, p.ks, p.smem, cudaGetErrorString(e));
     }
+    return 0;
+}
+
+int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked)
+{
+    if (!checked && (((uintptr_t)x & 15) || !wna16_slice_usable(w, c, M)))
+        return llmq_fail("wna16_linear: the slice kernel takes static groups of whole chunks (in the order sorted "
+                         "by group), K a multiple of %d and x 16-byte aligned (K = %d, %d groups%s)",
+                         SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
+                         w->use_perm ? ", act-order" : "");
+    if (!sl_sorts(w, c, M))
+        return sl_run(w, c, dt, y, x, M, 0);
+    return sl_sort(w, c, x, M) || sl_run(w, c, dt, y, w->scratch, M, 1) ? -1 : 0;
+}
+
+int wna16_slice_run_group(const wna16_weight *const *ws, int n, cuda_ctx *c, llmq_dtype dt, void *const *ys,
+                          const void *x, int M)
+{
+    const wna16_weight *w0 = ws[0];
+    if (n < 2 || !sl_sorts(w0, c, M))
+        return 1;
+    for (int i = 1; i < n; i++)
+        if (!sl_sorts(ws[i], c, M) || ws[i]->K != w0->K || ws[i]->Kp != w0->Kp ||
+            ws[i]->perm_hash != w0->perm_hash || ws[i]->scratch != w0->scratch)
+            return 1;
+    if (sl_sort(w0, c, x, M))
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (sl_run(ws[i], c, dt, ys[i], w0->scratch, M, 1))
+            return -1;
     return 0;
 }
 

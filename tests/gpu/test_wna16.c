@@ -375,12 +375,15 @@ static void check_forward(llmq_backend *b)
 /* Linears that read one x in one launch (wna16_forward_group, q/k/v and
  * gate/up): each output against the reference with its own weight (bias on
  * the last one), taken where AUTO would stream each (M = 1, no act-order,
- * the same K, bits and groups) and declined (1, nothing written) otherwise. */
+ * the same K, bits and groups) and declined (1, nothing written) otherwise.
+ * act: 0 none, 1 the last weight act-order (its own order), 2 all of them
+ * in one order with one scratch attached, as a GPTQ act-order checkpoint's
+ * q/k/v in the runner: taken from SORT_MIN_M rows (x sorted once). */
 static void check_group(llmq_backend *b, int n, int K, const int *N, int bits, int G, int act, int M, int expect)
 {
     char desc[200];
     snprintf(desc, sizeof desc, "group %s n=%d K=%d N=%d,%d,%d w%d g%d %s M=%d", llmq_dtype_name(b->dt), n, K, N[0],
-             n > 1 ? N[1] : 0, n > 2 ? N[2] : 0, bits, G, act ? "act" : "static", M);
+             n > 1 ? N[1] : 0, n > 2 ? N[2] : 0, bits, G, act == 2 ? "act (one order)" : act ? "act" : "static", M);
     gptq_t t[3] = {{0}};
     llmq_linear lin[3] = {{0}};
     void *dy[3] = {NULL, NULL, NULL}, *db = NULL;
@@ -394,8 +397,14 @@ static void check_group(llmq_backend *b, int n, int K, const int *N, int bits, i
     void *dx = dev_upload(b, x, (size_t)M * K);
     db = dev_upload(b, bias, N[n - 1]);
     int ok = 1;
+    size_t scratch_bytes = 0;
+    for (int i = 0; i < n; i++)
+        scratch_bytes = (size_t)N[i] * K * 2 > scratch_bytes ? (size_t)N[i] * K * 2 : scratch_bytes;
+    void *scratch = act == 2 ? b->alloc(b, scratch_bytes) : NULL;
     for (int i = 0; i < n; i++) {
-        make_random(&t[i], K, N[i], bits, G, i & 1, act && i == n - 1, 1);
+        make_random(&t[i], K, N[i], bits, G, i & 1, act == 2 || (act && i == n - 1), 1);
+        if (act == 2 && i > 0)
+            memcpy(t[i].g_idx, t[0].g_idx, (size_t)K * sizeof *t[i].g_idx);
         wna16_weight *w = NULL;
         if (wna16_prepare(&w, b, t[i].qweight, t[i].qzeros, t[i].scales, t[i].g_idx, K, N[i], bits, 1)) {
             printf("FAIL %s: prepare: %s\n", desc, llmq_last_error());
@@ -403,6 +412,8 @@ static void check_group(llmq_backend *b, int n, int K, const int *N, int bits, i
             ok = 0;
             break;
         }
+        if (scratch)
+            wna16_set_scratch(w, scratch, scratch_bytes);
         lin[i] = (llmq_linear){.in = K, .out = N[i], .bias = i == n - 1 ? db : NULL, .forward = wna16_forward,
                                .forward_group = wna16_forward_group, .ctx = w, .free_ctx = wna16_free_ctx};
         dy[i] = b->alloc(b, (size_t)M * N[i] * 2);
@@ -437,6 +448,8 @@ static void check_group(llmq_backend *b, int n, int K, const int *N, int bits, i
     }
     b->free(b, dx);
     b->free(b, db);
+    if (scratch)
+        b->free(b, scratch);
     free(x);
     free(bias);
 }
@@ -748,6 +761,11 @@ seams:
     check_group(f16, 3, 256, (const int[]){96, 40, 200}, 4, 64, 0, 4, 0);
     check_group(f16, 2, 256, (const int[]){96, 40}, 4, 64, 1, 1, 0);
     check_group(f16, 2, 4096, (const int[]){11008, 11008}, 4, 128, 0, 1, 0); /* each fills the GPU */
+    /* act-order q/k/v and gate/up in one order: x sorted once from 9 rows */
+    check_group(f16, 3, 4096, (const int[]){4096, 1024, 1024}, 4, 128, 2, 16, 1);
+    check_group(f16, 2, 1024, (const int[]){2816, 2816}, 4, 128, 2, 9, 1);
+    check_group(bf16, 3, 1024, (const int[]){512, 128, 128}, 8, 128, 2, 40, 1);
+    check_group(f16, 3, 4096, (const int[]){4096, 1024, 1024}, 4, 128, 2, 4, 0);
     check_partial_word(f16, 32, 0);
     check_partial_word(f16, -1, 1);
     check_errors(f16);
