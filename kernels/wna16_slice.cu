@@ -68,7 +68,6 @@ struct SlArgs {
     int gshift;      /* chunk kc is in scale group kc >> gshift (30: one group) */
     int gspan;       /* most groups one warp's run touches */
     int xstride;     /* words per staged row of x (padded against bank conflicts) */
-    int units;       /* fold: flush units per slice (x sums per row) */
     int off_sums, off_sz, off_ring; /* byte offsets in shared memory */
     int off_sum;                    /* the cluster sum's mbarrier, then its receive buffer */
     int off_lut;                    /* NF4: the code-pair table (SL_LUT_BYTES) */
@@ -615,7 +614,6 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.gshift = sl_group_shift(w);
     a.gspan = p.gspan;
     a.xstride = p.xstride;
-    a.units = p.units;
     a.off_sums = (int)p.off_sums;
     a.off_sz = (int)p.off_sz;
     a.off_ring = (int)p.off_ring;
