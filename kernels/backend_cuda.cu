@@ -347,6 +347,7 @@ static int ctx_init(cuda_ctx *c, int device)
     cudaDeviceProp prop;
     CUDA_TRY(cudaGetDeviceProperties(&prop, device));
     c->num_sms = prop.multiProcessorCount;
+    c->cc_major = prop.major;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_TRY(cublasCreate(&c->blas));

@@ -24,6 +24,7 @@ extern "C" {
 struct cuda_ctx {
     int device;
     int num_sms;
+    int cc_major;          /* compute capability (>= 9: bulk copies, mbarriers, clusters, st.async) */
     size_t smem_optin;     /* largest dynamic shared memory a block may opt into */
     cudaStream_t stream;
     cublasHandle_t blas;

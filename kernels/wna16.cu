@@ -905,16 +905,8 @@ extern "C" int wna16_prepare_nf4(wna16_weight **out, llmq_backend *b, const llmq
 
 extern "C" int wna16_nf4_supported(llmq_backend *b, int K)
 {
-    if (!b || !b->name || strcmp(b->name, "cuda") != 0 || (b->dt != LLMQ_F16 && b->dt != LLMQ_BF16) || K <= 0 ||
-        K % 256)
-        return 0;
-    const cuda_ctx *c = (const cuda_ctx *)b->impl;
-    int major = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    return major >= 9;
+    return b && b->name && strcmp(b->name, "cuda") == 0 && (b->dt == LLMQ_F16 || b->dt == LLMQ_BF16) && K > 0 &&
+           K % wna16_slice_k_unit(4) == 0 && ((const cuda_ctx *)b->impl)->cc_major >= 9;
 }
 
 extern "C" int wna16_clone(wna16_weight **out, llmq_backend *b, const wna16_weight *src)

@@ -555,6 +555,9 @@ void wna16_stream_tune_set(int warps, int no_pdl, int exact_dequant, int prefetc
  * aligned (AUTO asks before it chooses), so run does not ask again. */
 int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, const void *x, int M, int checked);
 int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M);
+/* The slice kernel's K granularity: a warp's runs are whole batches of
+ * chunks (bits 4: 256 rows, 8: 128). */
+int wna16_slice_k_unit(int bits);
 /* y[i] = x . W_i^T for act-order weights that share one row order
  * (perm_hash: q/k/v or gate/up of a GPTQ act-order checkpoint, whose
  * orders come from one Hessian) and one scratch, each of which the caller

@@ -652,17 +652,13 @@ static cudaError_t sl_launch_mt(const wna16_weight *w, const cuda_ctx *c, void *
                   : sl_launch_fg<T, BITS, 2>(w, c, y, x, M, x_sorted, shown);
 }
 
+int wna16_slice_k_unit(int bits) { return SL_U * (bits == 4 ? Cfg<4>::KC : Cfg<8>::KC); }
+
 int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M)
 {
-    static int major[64]; /* per device, asked once (-1: the query failed) */
-    const int d = c->device >= 0 && c->device < 64 ? c->device : 0;
-    if (!major[d] && cudaDeviceGetAttribute(&major[d], cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
-        cudaGetLastError();
-        major[d] = -1;
-    }
     const int fg = sl_unit_shift(w), mt = M <= 8 ? 1 : 2;
     SlPlan p;
-    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && fg >= 0 && (!w->nf4 || fg == 0) && w->K % 8 == 0 &&
+    return c->cc_major >= 9 && M >= 1 && (M + 15) / 16 <= 65535 && fg >= 0 && (!w->nf4 || fg == 0) && w->K % 8 == 0 &&
            sl_plan(w, c, M, mt, fg, w->nf4 ? SL_NF4 : SL_FOLD, NULL, &p) == 0;
 }
 
@@ -713,7 +709,7 @@ int wna16_slice_run(const wna16_weight *w, cuda_ctx *c, llmq_dtype dt, void *y, 
     if (!checked && (((uintptr_t)x & 15) || !wna16_slice_usable(w, c, M)))
         return llmq_fail("wna16_linear: the slice kernel takes static groups of whole chunks (in the order sorted "
                          "by group), K a multiple of %d and x 16-byte aligned (K = %d, %d groups%s)",
-                         SL_U * (w->bits == 4 ? Cfg<4>::KC : Cfg<8>::KC), w->K, w->ng,
+                         wna16_slice_k_unit(w->bits), w->K, w->ng,
                          w->use_perm ? ", act-order" : "");
     if (!sl_sorts(w, c, M))
         return sl_run(w, c, dt, y, x, M, 0);

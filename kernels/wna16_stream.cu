@@ -640,16 +640,7 @@ static cudaError_t st_launch_mt(const StGroup &g, const cuda_ctx *c, const void 
 }
 
 /* The device and M the kernel takes (compute capability 9.0, one launch). */
-static int st_device_ok(const cuda_ctx *c, int M)
-{
-    static int major[64]; /* per device, asked once (-1: the query failed) */
-    const int d = c->device >= 0 && c->device < 64 ? c->device : 0;
-    if (!major[d] && cudaDeviceGetAttribute(&major[d], cudaDevAttrComputeCapabilityMajor, c->device) != cudaSuccess) {
-        cudaGetLastError();
-        major[d] = -1;
-    }
-    return major[d] >= 9 && M >= 1 && (M + 15) / 16 <= 65535;
-}
+static int st_device_ok(const cuda_ctx *c, int M) { return c->cc_major >= 9 && M >= 1 && (M + 15) / 16 <= 65535; }
 
 int wna16_stream_usable(const wna16_weight *w, const cuda_ctx *c, int M)
 {
