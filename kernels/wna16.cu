@@ -701,10 +701,6 @@ static int repack(wna16_weight *w, const int32_t *qweight, const int32_t *qzeros
         rowpos[k] = r;
         w->use_perm |= r != k;
     }
-    w->perm_hash = 14695981039346656037ull; /* FNV-1a over the table's bytes */
-    for (int r = 0; r < w->Kp; r++)
-        for (int b = 0; b < 4; b++)
-            w->perm_hash = (w->perm_hash ^ (((uint32_t)perm[r] >> (8 * b)) & 0xFFu)) * 1099511628211ull;
     for (int g = 0; g < ng; g++)
         for (int r = start[g]; r < start[g + 1]; r += 16)
             sg[r / 16] = g;
@@ -756,6 +752,21 @@ static int repack(wna16_weight *w, const int32_t *qweight, const int32_t *qzeros
     free(cnt);
     free(start);
     *image = img;
+    return 0;
+}
+
+/* w->sg_host: step_group, then (use_perm) perm at w->perm_host, in one
+ * allocation; -1 when out of memory. */
+static int host_copies(wna16_weight *w, const int *step_group, const int *perm)
+{
+    const size_t sg_n = (size_t)w->Kp / 16, perm_n = w->use_perm ? (size_t)w->Kp : 0;
+    w->sg_host = (int *)malloc((sg_n + perm_n) * sizeof(int));
+    w->perm_host = w->sg_host && perm_n ? w->sg_host + sg_n : NULL;
+    if (!w->sg_host)
+        return -1;
+    memcpy(w->sg_host, step_group, sg_n * sizeof(int));
+    if (perm_n)
+        memcpy(w->perm_host, perm, perm_n * sizeof(int));
     return 0;
 }
 
@@ -814,14 +825,11 @@ extern "C" int wna16_prepare(wna16_weight **out, llmq_backend *b, const int32_t 
         free(w);
         return -1;
     }
-    const size_t sg_bytes = (size_t)(w->Kp / 16) * sizeof(int);
-    w->sg_host = (int *)malloc(sg_bytes);
-    if (!w->sg_host) {
+    if (host_copies(w, w->step_group, w->perm)) { /* still the host image's */
         free(img);
         free(w);
         return llmq_fail("wna16_prepare: out of host memory");
     }
-    memcpy(w->sg_host, w->step_group, sg_bytes); /* still the host image's */
     return upload(out, w, img, c, "wna16_prepare");
 }
 
@@ -920,13 +928,10 @@ extern "C" int wna16_clone(wna16_weight **out, llmq_backend *b, const wna16_weig
         return llmq_fail("wna16_clone: out of host memory");
     *w = *src;
     w->dense = NULL;
-    const size_t sg_bytes = (size_t)(w->Kp / 16) * sizeof(int);
-    w->sg_host = (int *)malloc(sg_bytes);
-    if (!w->sg_host) {
+    if (host_copies(w, src->sg_host, src->perm_host)) {
         free(w);
         return llmq_fail("wna16_clone: out of host memory");
     }
-    memcpy(w->sg_host, src->sg_host, sg_bytes);
     cudaError_t err = cudaMalloc(&w->blob, w->blob_bytes);
     if (err == cudaSuccess)
         err = cudaMemcpyAsync(w->blob, src->blob, w->blob_bytes, cudaMemcpyDeviceToDevice, c->stream);

@@ -50,7 +50,6 @@ struct wna16_weight {
     int K, N, bits, ng;
     int Kp, nkc, ntiles; /* repacked rows (padded), 16-byte chunks per 16 channels, Np / 16 */
     int use_perm;        /* act-order (or padded groups): x gathered through perm */
-    uint64_t perm_hash;  /* FNV-1a of perm (use_perm): weights that read x in one order (q/k/v, gate/up) */
     int spg_shift;       /* k-step s is in group s >> spg_shift (static groups of 16 * 2^j rows), or -1 */
     void *blob;          /* one device allocation holding the arrays below */
     size_t blob_bytes, code_bytes, param_bytes;
@@ -61,7 +60,8 @@ struct wna16_weight {
     int *rowpos;         /* [K]: input channel -> repacked row (kept for inspection) */
     int nf4;             /* NF4 (wna16_prepare_nf4): codes index nf4_code, sz holds fp32 absmax pairs */
     float *nf4_code;     /* [16] the codebook on the device (NF4 weights) */
-    int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans) */
+    int *sg_host;        /* host copy of step_group (the GEMV plan reads group spans), then (use_perm) of perm */
+    int *perm_host;      /* use_perm: that copy of perm (weights that read x in one order: q/k/v, gate/up), or NULL */
     wna16_stream_memo st_memo[4]; /* the stream kernel's plans, replaced round robin (not thread-safe) */
     int st_memo_next;
     wna16_gemv_memo gv_memo[4]; /* the ring GEMV's plans, likewise */
@@ -559,8 +559,8 @@ int wna16_slice_usable(const wna16_weight *w, const cuda_ctx *c, int M);
  * chunks (bits 4: 256 rows, 8: 128). */
 int wna16_slice_k_unit(int bits);
 /* y[i] = x . W_i^T for act-order weights that share one row order
- * (perm_hash: q/k/v or gate/up of a GPTQ act-order checkpoint, whose
- * orders come from one Hessian) and one scratch, each of which the caller
+ * (equal perm_host: q/k/v or gate/up of a GPTQ act-order checkpoint,
+ * whose orders come from one Hessian) and one scratch, each of which the caller
  * has had AUTO choose the slice kernel for at M: x sorted into the scratch
  * once instead of once per weight. 0, -1 with llmq_fail(), or 1 when not
  * taken (fewer than SORT_MIN_M rows, other orders or scratches: nothing

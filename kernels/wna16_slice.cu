@@ -723,8 +723,8 @@ int wna16_slice_run_group(const wna16_weight *const *ws, int n, cuda_ctx *c, llm
     if (n < 2 || !sl_sorts(w0, c, M))
         return 1;
     for (int i = 1; i < n; i++)
-        if (!sl_sorts(ws[i], c, M) || ws[i]->K != w0->K || ws[i]->Kp != w0->Kp ||
-            ws[i]->perm_hash != w0->perm_hash || ws[i]->scratch != w0->scratch)
+        if (!sl_sorts(ws[i], c, M) || ws[i]->K != w0->K || ws[i]->Kp != w0->Kp || ws[i]->scratch != w0->scratch ||
+            memcmp(ws[i]->perm_host, w0->perm_host, (size_t)w0->Kp * sizeof(int)))
             return 1;
     if (sl_sort(w0, c, x, M))
         return -1;

@@ -378,12 +378,15 @@ static void check_forward(llmq_backend *b)
  * the same K, bits and groups) and declined (1, nothing written) otherwise.
  * act: 0 none, 1 the last weight act-order (its own order), 2 all of them
  * in one order with one scratch attached, as a GPTQ act-order checkpoint's
- * q/k/v in the runner: taken from SORT_MIN_M rows (x sorted once). */
+ * q/k/v in the runner: taken from SORT_MIN_M rows (x sorted once); 3 as 2
+ * but the last weight in an order of its own: declined at any M (x sorted
+ * once would be in the wrong order for it). */
 static void check_group(llmq_backend *b, int n, int K, const int *N, int bits, int G, int act, int M, int expect)
 {
     char desc[200];
     snprintf(desc, sizeof desc, "group %s n=%d K=%d N=%d,%d,%d w%d g%d %s M=%d", llmq_dtype_name(b->dt), n, K, N[0],
-             n > 1 ? N[1] : 0, n > 2 ? N[2] : 0, bits, G, act == 2 ? "act (one order)" : act ? "act" : "static", M);
+             n > 1 ? N[1] : 0, n > 2 ? N[2] : 0, bits, G,
+             act == 3 ? "act (last in another order)" : act == 2 ? "act (one order)" : act ? "act" : "static", M);
     gptq_t t[3] = {{0}};
     llmq_linear lin[3] = {{0}};
     void *dy[3] = {NULL, NULL, NULL}, *db = NULL;
@@ -400,10 +403,10 @@ static void check_group(llmq_backend *b, int n, int K, const int *N, int bits, i
     size_t scratch_bytes = 0;
     for (int i = 0; i < n; i++)
         scratch_bytes = (size_t)N[i] * K * 2 > scratch_bytes ? (size_t)N[i] * K * 2 : scratch_bytes;
-    void *scratch = act == 2 ? b->alloc(b, scratch_bytes) : NULL;
+    void *scratch = act >= 2 ? b->alloc(b, scratch_bytes) : NULL;
     for (int i = 0; i < n; i++) {
-        make_random(&t[i], K, N[i], bits, G, i & 1, act == 2 || (act && i == n - 1), 1);
-        if (act == 2 && i > 0)
+        make_random(&t[i], K, N[i], bits, G, i & 1, act >= 2 || (act && i == n - 1), 1);
+        if (act >= 2 && i > 0 && !(act == 3 && i == n - 1))
             memcpy(t[i].g_idx, t[0].g_idx, (size_t)K * sizeof *t[i].g_idx);
         wna16_weight *w = NULL;
         if (wna16_prepare(&w, b, t[i].qweight, t[i].qzeros, t[i].scales, t[i].g_idx, K, N[i], bits, 1)) {
@@ -761,11 +764,14 @@ seams:
     check_group(f16, 3, 256, (const int[]){96, 40, 200}, 4, 64, 0, 4, 0);
     check_group(f16, 2, 256, (const int[]){96, 40}, 4, 64, 1, 1, 0);
     check_group(f16, 2, 4096, (const int[]){11008, 11008}, 4, 128, 0, 1, 0); /* each fills the GPU */
-    /* act-order q/k/v and gate/up in one order: x sorted once from 9 rows */
+    /* act-order q/k/v and gate/up in one order: x sorted once from 9 rows;
+     * declined below 9 rows, and where one weight has an order of its own */
     check_group(f16, 3, 4096, (const int[]){4096, 1024, 1024}, 4, 128, 2, 16, 1);
     check_group(f16, 2, 1024, (const int[]){2816, 2816}, 4, 128, 2, 9, 1);
     check_group(bf16, 3, 1024, (const int[]){512, 128, 128}, 8, 128, 2, 40, 1);
     check_group(f16, 3, 4096, (const int[]){4096, 1024, 1024}, 4, 128, 2, 4, 0);
+    check_group(f16, 3, 4096, (const int[]){4096, 1024, 1024}, 4, 128, 3, 16, 0);
+    check_group(bf16, 2, 1024, (const int[]){2816, 2816}, 4, 128, 3, 40, 0);
     check_partial_word(f16, 32, 0);
     check_partial_word(f16, -1, 1);
     check_errors(f16);
