@@ -365,6 +365,7 @@ template <int U> __device__ __forceinline__ void lane_chunks_load(int4 (&w)[U], 
 __device__ __forceinline__ void tile_scales_async(uint2 *dst, const uint2 *sz, int glo, int ngr, int ntiles, int nt,
                                                   int lane)
 {
+#pragma unroll 1 /* mostly one pass (ngr <= 4): an unrolled loop's set-up cost more than the copies */
     for (int i = lane; i < ngr * 8; i += 32)
         cp_async8(dst + i, sz + ((size_t)(glo + (i >> 3)) * ntiles + nt) * 8 + (i & 7));
 }
@@ -437,6 +438,26 @@ __device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT]
  * y [M, N]. */
 __host__ __device__ __forceinline__ int cluster_sum_per(int E, int nks) { return ((E + nks - 1) / nks + 3) & ~3; }
 
+/* n / d for 2 <= d and n * d < 2^32, by one multiply-high: d's reciprocal
+ * m = floor(2^32 / d) + 1 = 2^32 / d + e (0 < e <= 1) gives n m / 2^32 =
+ * n / d + n e / 2^32 with n e / 2^32 < 1 / d, which never reaches the next
+ * integer. An integer division by a run-time value is ~20 instructions;
+ * the slice kernel's index math at 16 rows had 8 of them per warp
+ * (kernels/WNA16_NOTES.md round 10). */
+/* The cluster's index along x (blockIdx.x / cluster size, without a division). */
+__device__ __forceinline__ unsigned cluster_id_x()
+{
+    unsigned r;
+    asm("mov.u32 %0, %%clusterid.x;" : "=r"(r));
+    return r;
+}
+
+struct DivBy {
+    uint32_t m;
+    __device__ __forceinline__ explicit DivBy(uint32_t d) : m(0xFFFFFFFFu / d + 1u) {}
+    __device__ __forceinline__ int operator()(int n) const { return (int)__umulhi((uint32_t)n, m); }
+};
+
 /* Elements rank ks owns (the last ranks may own fewer, or none). */
 __device__ __forceinline__ int cluster_sum_len(int E, int ks, int per)
 {
@@ -463,6 +484,7 @@ __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, co
                                                   T *y)
 {
     const int per = cluster_sum_per(E, nks);
+    const DivBy by_per(per); /* per >= 4, e per < E^2 < 2^32 */
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
     const uint32_t recv_s = smem_u32(recv), bar_s = smem_u32(bar);
     for (int e = tid * 4; e < E; e += nthreads * 4) {
@@ -473,7 +495,7 @@ __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, co
             const float4 w = *reinterpret_cast<const float4 *>(r + (size_t)j * U);
             v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
         }
-        const int q = e / per, o = ks * per + (e - q * per);
+        const int q = by_per(e), o = ks * per + (e - q * per);
         if (q == ks) {
             *reinterpret_cast<float4 *>(recv + o) = v;
         } else {

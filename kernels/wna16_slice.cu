@@ -64,6 +64,7 @@ struct SlArgs {
     const float *code; /* NF4: the codebook [16] */
     int M, K, N, ng, nkc, ntiles;
     int tb, wpt, ks; /* tiles per block, warps per tile, K slices (cluster size) */
+    int wpt_shift;   /* log2 wpt */
     int nch, cpw;    /* chunks per slice, per warp run (multiples of SL_U) */
     int gshift;      /* chunk kc is in scale group kc >> gshift (30: one group) */
     int gspan;       /* most groups one warp's run touches */
@@ -98,11 +99,11 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     static_assert(!NF4 || (BITS == 4 && FG == 0), "NF4: blocks of 64 = one chunk");
     extern __shared__ __align__(16) unsigned char sl_sm[];
     const int ks = (int)cg::this_cluster().block_rank(); /* cluster dims (a.ks, 1, 1): the K slice */
-    const int tg = blockIdx.x / a.ks, m0 = blockIdx.y * R;
+    const int tg = (int)cluster_id_x(), m0 = blockIdx.y * R; /* the tile group: blockIdx.x / ks */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gl = lane >> 2, t = lane & 3;
-    const int ti = warp / a.wpt, nt = tg * a.tb + ti;
+    const int ti = warp >> a.wpt_shift, nt = tg * a.tb + ti;
     const int sc0 = ks * a.nch, sc1 = sc0 + a.nch < a.nkc ? sc0 + a.nch : a.nkc;
-    const int kc0 = sc0 + (warp - ti * a.wpt) * a.cpw;
+    const int kc0 = sc0 + (warp & (a.wpt - 1)) * a.cpw;
     const int kc1 = nt >= a.ntiles ? kc0 : kc0 + a.cpw < sc1 ? kc0 + a.cpw : sc1; /* kc1 <= kc0: no work */
     const int4 *wt = a.wq + (size_t)(nt < a.ntiles ? nt : 0) * a.nkc * 32 + lane;
     const uint32_t *xw = reinterpret_cast<const uint32_t *>(sl_sm);
@@ -170,6 +171,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     {
         constexpr int XU = 4; /* 16-byte loads in flight per thread */
         const int P = (sc1 - sc0) * (KC / 8), n = R * P; /* P is a multiple of G8 (slices are whole units) */
+        const DivBy by_P(P);                             /* P >= 16, n P < 2^32 */
         const uint4 *x4 = reinterpret_cast<const uint4 *>(x) + (size_t)sc0 * (KC / 8);
         uint32_t *xs = reinterpret_cast<uint32_t *>(sl_sm);
         float *sums = reinterpret_cast<float *>(sl_sm + a.off_sums);
@@ -177,7 +179,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
             uint4 v[XU];
 #pragma unroll
             for (int u = 0; u < XU; u++) {
-                const int i = i0 + u * blockDim.x + lane, row = i / P;
+                const int i = i0 + u * blockDim.x + lane, row = by_P(i);
                 v[u] = make_uint4(0, 0, 0, 0);
                 if (i < n && m0 + row < a.M) {
                     if (!a.perm) {
@@ -197,7 +199,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
             for (int u = 0; u < XU; u++) {
                 if (i0 + u * blockDim.x >= n) /* warp-uniform */
                     break;
-                const int i = i0 + u * blockDim.x + lane, row = i / P, p = i - row * P;
+                const int i = i0 + u * blockDim.x + lane, row = by_P(i), p = i - row * P;
                 if (i < n)
                     xs_store_piece<XW>(xs + row * a.xstride, p, v[u]);
                 if constexpr (FOLD) {
@@ -609,6 +611,8 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.tb = p.tb;
     a.wpt = p.wpt;
     a.ks = p.ks;
+    for (a.wpt_shift = 0; (1 << a.wpt_shift) < p.wpt; a.wpt_shift++) {
+    }
     a.nch = p.nch;
     a.cpw = p.cpw;
     a.gshift = sl_group_shift(w);
