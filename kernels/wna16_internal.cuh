@@ -478,6 +478,47 @@ __device__ __forceinline__ void cluster_sum_begin(uint64_t *bar, int E, int ks, 
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
 }
 
+/* Element e's float4 v (e a multiple of 4) to its owner rank: this
+ * block's receive buffer, or the owner's through st.async. */
+__device__ __forceinline__ void cluster_sum_send(float *recv, uint32_t recv_s, uint32_t bar_s, int e, float4 v,
+                                                 int ks, int per, const DivBy &by_per)
+{
+    const int q = by_per(e), o = ks * per + (e - q * per);
+    if (q == ks) {
+        *reinterpret_cast<float4 *>(recv + o) = v;
+    } else {
+        uint32_t rd, rb;
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(rd) : "r"(recv_s + (uint32_t)o * 4), "r"(q));
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(rb) : "r"(bar_s), "r"(q));
+        asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n"
+                     ::"r"(rd), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(rb)
+                     : "memory");
+    }
+}
+
+/* After every element of the block has been sent: wait for the other
+ * ranks' shares, add them in rank order and store this rank's outputs. */
+template <typename T, int MT>
+__device__ __forceinline__ void cluster_sum_finish(const float *recv, uint64_t *bar, int E, int ks, int nks, int tid,
+                                                   int nthreads, int t0, int m0, int M, int N, T *y)
+{
+    const int per = cluster_sum_per(E, nks);
+    mbar_wait<true>(bar, 0);
+    __syncthreads(); /* this block's own share */
+    const int len = cluster_sum_len(E, ks, per);
+    for (int i = tid; i < len; i += nthreads) {
+        float v = 0.0f;
+        for (int q = 0; q < nks; q++)
+            v += recv[q * per + i];
+        const int e = ks * per + i, c = e & 3, ln = (e >> 2) & 31, mt = (e >> 7) % MT, tl = (e >> 7) / MT;
+        const int n = (t0 + tl) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
+        if (m < M && n < N)
+            y[(size_t)m * N + n] = from_f32<T>(v);
+    }
+    /* No barrier before exit: every byte sent to this block has arrived,
+     * and nothing reads its shared memory. */
+}
+
 template <typename T, int MT>
 __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, const float *rf, int U, int nw, int E,
                                                   int ks, int nks, int tid, int nthreads, int t0, int m0, int M, int N,
@@ -495,32 +536,32 @@ __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, co
             const float4 w = *reinterpret_cast<const float4 *>(r + (size_t)j * U);
             v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
         }
-        const int q = by_per(e), o = ks * per + (e - q * per);
-        if (q == ks) {
-            *reinterpret_cast<float4 *>(recv + o) = v;
-        } else {
-            uint32_t rd, rb;
-            asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(rd) : "r"(recv_s + (uint32_t)o * 4), "r"(q));
-            asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(rb) : "r"(bar_s), "r"(q));
-            asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n"
-                         ::"r"(rd), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(rb)
-                         : "memory");
-        }
+        cluster_sum_send(recv, recv_s, bar_s, e, v, ks, per, by_per);
     }
-    mbar_wait<true>(bar, 0);
-    __syncthreads(); /* this block's own share */
-    const int len = cluster_sum_len(E, ks, per);
-    for (int i = tid; i < len; i += nthreads) {
-        float v = 0.0f;
-        for (int q = 0; q < nks; q++)
-            v += recv[q * per + i];
-        const int e = ks * per + i, c = e & 3, ln = (e >> 2) & 31, mt = (e >> 7) % MT, tl = (e >> 7) / MT;
-        const int n = (t0 + tl) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
-        if (m < M && n < N)
-            y[(size_t)m * N + n] = from_f32<T>(v);
-    }
-    /* No barrier before exit: every byte sent to this block has arrived,
-     * and nothing reads its shared memory. */
+    cluster_sum_finish<T, MT>(recv, bar, E, ks, nks, tid, nthreads, t0, m0, M, N, y);
+}
+
+/* The same where each tile's sums are one warp's (the slice kernel with
+ * one warp per tile): warp w sends its own fragments, elements
+ * [w MT 128, (w + 1) MT 128), as soon as its run ends, without the
+ * block's barriers and the round trip through shared memory of
+ * red_store. The same sums in the same order as cluster_sum_store. */
+template <typename T, int MT>
+__device__ __forceinline__ void cluster_sum_store_warp(float *recv, uint64_t *bar, const float (&acc)[2][MT][4],
+                                                       int warp, int lane, int E, int ks, int nks, int tid,
+                                                       int nthreads, int t0, int m0, int M, int N, T *y)
+{
+    const int per = cluster_sum_per(E, nks);
+    const DivBy by_per(per);
+    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+    const uint32_t recv_s = smem_u32(recv), bar_s = smem_u32(bar);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        cluster_sum_send(recv, recv_s, bar_s, ((warp * MT + mt) * 32 + lane) * 4,
+                         make_float4(acc[0][mt][0] + acc[1][mt][0], acc[0][mt][1] + acc[1][mt][1],
+                                     acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]),
+                         ks, per, by_per);
+    cluster_sum_finish<T, MT>(recv, bar, E, ks, nks, tid, nthreads, t0, m0, M, N, y);
 }
 
 /* Registers per thread of kern, read once per kernel (*regs caches it, 0

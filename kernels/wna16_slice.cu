@@ -323,15 +323,21 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
 
     /* The warps of each tile, summed in warp order, then the cluster's K
      * slices in rank order; rank ks writes its share of the block's
-     * outputs. */
+     * outputs. With one warp per tile (the plans at 16 rows) each warp
+     * sends its own sums as its run ends. */
+    float *recv = reinterpret_cast<float *>(sl_sm + a.off_sum + 16);
+    if (a.wpt == 1) { /* block-uniform */
+        cluster_sum_store_warp<T, MT>(recv, sum_bar, acc, warp, lane, E, ks, a.ks, threadIdx.x, blockDim.x, tg * a.tb,
+                                      m0, a.M, a.N, y);
+        return;
+    }
     __syncthreads(); /* the staging is free (no copy is in flight: the groups after the run's last are empty) */
     float4 *red = reinterpret_cast<float4 *>(sl_sm); /* [nw][MT][32 lanes] */
     red_store<MT>(red, acc, warp, lane);
     __syncthreads();
     /* a tile's wpt warps hold consecutive fragment runs of MT * 128 */
-    cluster_sum_store<T, MT>(reinterpret_cast<float *>(sl_sm + a.off_sum + 16), sum_bar,
-                             reinterpret_cast<const float *>(red), MT * 128, a.wpt, E, ks, a.ks, threadIdx.x,
-                             blockDim.x, tg * a.tb, m0, a.M, a.N, y);
+    cluster_sum_store<T, MT>(recv, sum_bar, reinterpret_cast<const float *>(red), MT * 128, a.wpt, E, ks, a.ks,
+                             threadIdx.x, blockDim.x, tg * a.tb, m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;
