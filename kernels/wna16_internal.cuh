@@ -374,10 +374,13 @@ __device__ __forceinline__ void tile_scales_async(uint2 *dst, const uint2 *sz, i
  * the slice kernel): 16-byte piece p of a row (its words 4p .. 4p + 3, one
  * for each t of a quad) goes to word t * (XW / 4) + j of its chunk's XW
  * words, j = (4p mod XW) / 4, so that lane t's B words of a chunk (t + 4j
- * in the row, j = 2s and 2s + 1 for k-step s) are contiguous. */
-template <int XW> __device__ __forceinline__ void xs_store_piece(uint32_t *row, int p, uint4 v)
+ * in the row, j = 2s and 2s + 1 for k-step s) are contiguous. Chunks are
+ * XP words apart: XW, or (the slice kernel at 4 bits) XW + XW / 4, so
+ * that a warp's stores of 32 consecutive pieces of a row (4 chunks) fall
+ * on 32 banks instead of 8 (ncu: 4-way conflicts at XP = XW). */
+template <int XW, int XP = XW> __device__ __forceinline__ void xs_store_piece(uint32_t *row, int p, uint4 v)
 {
-    uint32_t *d = row + (4 * p) / XW * XW + (4 * p) % XW / 4;
+    uint32_t *d = row + (4 * p) / XW * XP + (4 * p) % XW / 4;
     d[0] = v.x;
     d[XW / 4] = v.y;
     d[2 * (XW / 4)] = v.z;

@@ -81,10 +81,13 @@ struct SlArgs {
 enum { SL_EXACT = 0, SL_FOLD = 1, SL_NF4 = 2 };
 #define SL_LUT_BYTES (256 * 32 * 4) /* 256 code pairs x a column per lane */
 
-/* Words of a staged x row: nch chunks of KC / 2 words, plus a pad that puts
- * rows g and g + 1 (the two rows of a quarter warp's 16-byte loads) on
- * different banks. */
-static int sl_xstride(int bits, int nch) { return bits == 4 ? nch * 32 + 4 : nch * 16 + 16; }
+/* Words of a staged x row: nch chunks of KC / 2 words (4 bits: at a pitch
+ * of 40, conflict-free staging stores, rounded up to 32), plus a pad that
+ * puts rows g and g + 1 (the two rows of a quarter warp's 16-byte loads)
+ * on different banks. 8 bits keep the pitch of 16 words: the larger
+ * staging at 20 changed the plans of K = 11008 at 32 rows, one for the
+ * better and one 50 % slower (kernels/WNA16_NOTES.md round 10). */
+static int sl_xstride(int bits, int nch) { return bits == 4 ? (nch * 40 + 31) / 32 * 32 + 4 : nch * 16 + 16; }
 
 template <typename T, int BITS, int MT, int FG, int MODE>
 __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32)
@@ -92,6 +95,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     constexpr int KC = Cfg<BITS>::KC, STEPS = Cfg<BITS>::STEPS, XW = KC / 2, CPG = 1 << FG, R = 8 * MT;
+    constexpr int XP = BITS == 4 ? XW + XW / 4 : XW; /* a staged chunk's pitch in words (sl_xstride) */
     constexpr int G8 = (KC << FG) / 8; /* 16-byte pieces of an x row per flush unit (<= 32) */
     static_assert(CPG <= SL_U, "a batch holds whole flush units");
     constexpr bool FOLD = MODE == SL_FOLD, NF4 = MODE == SL_NF4, DEFER = MODE != SL_EXACT; /* DEFER: accg */
@@ -201,7 +205,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
                     break;
                 const int i = i0 + u * blockDim.x + lane, row = by_P(i), p = i - row * P;
                 if (i < n)
-                    xs_store_piece<XW>(xs + row * a.xstride, p, v[u]);
+                    xs_store_piece<XW, XP>(xs + row * a.xstride, p, v[u]);
                 if constexpr (FOLD) {
                     const float sum = xs_unit_sum<G8>(v[u]);
                     if (i < n && lane % G8 == 0)
@@ -273,7 +277,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
             uint32_t xv[MT][2 * STEPS]; /* this lane's B words of the chunk, per 8 rows */
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                const uint4 *p = reinterpret_cast<const uint4 *>(xw + (mt * 8 + gl) * a.xstride + (kc - sc0) * XW +
+                const uint4 *p = reinterpret_cast<const uint4 *>(xw + (mt * 8 + gl) * a.xstride + (kc - sc0) * XP +
                                                                  t * (XW / 4));
 #pragma unroll
                 for (int h = 0; h < XW / 16; h++) {
