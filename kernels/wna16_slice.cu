@@ -42,7 +42,8 @@
  * Shared memory of a block: the staged x [8 MT rows][xstride words], its
  * flush-unit sums (fold), each warp's scales, each warp's ring, then the
  * cluster sum's mbarrier and receive buffer (cluster_sum_store), then the
- * NF4 table; the warps' sums reuse the staging at the end. */
+ * NF4 table; with several warps per tile their sums reuse the staging at
+ * the end (with one, each warp sends its own: cluster_sum_store_warp). */
 #include <string.h>
 
 #include <type_traits>
