@@ -441,12 +441,6 @@ __device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT]
  * y [M, N]. */
 __host__ __device__ __forceinline__ int cluster_sum_per(int E, int nks) { return ((E + nks - 1) / nks + 3) & ~3; }
 
-/* n / d for 2 <= d and n * d < 2^32, by one multiply-high: d's reciprocal
- * m = floor(2^32 / d) + 1 = 2^32 / d + e (0 < e <= 1) gives n m / 2^32 =
- * n / d + n e / 2^32 with n e / 2^32 < 1 / d, which never reaches the next
- * integer. An integer division by a run-time value is ~20 instructions;
- * the slice kernel's index math at 16 rows had 8 of them per warp
- * (kernels/WNA16_NOTES.md round 10). */
 /* The cluster's index along x (blockIdx.x / cluster size, without a division). */
 __device__ __forceinline__ unsigned cluster_id_x()
 {
@@ -455,6 +449,12 @@ __device__ __forceinline__ unsigned cluster_id_x()
     return r;
 }
 
+/* n / d for 2 <= d and n * d < 2^32, by one multiply-high: d's reciprocal
+ * m = floor(2^32 / d) + 1 = 2^32 / d + e (0 < e <= 1) gives n m / 2^32 =
+ * n / d + n e / 2^32 with n e / 2^32 < 1 / d, which never reaches the next
+ * integer. An integer division by a run-time value is ~20 instructions;
+ * the slice kernel's index math at 16 rows had 8 of them per warp
+ * (kernels/WNA16_NOTES.md round 10). */
 struct DivBy {
     uint32_t m;
     __device__ __forceinline__ explicit DivBy(uint32_t d) : m(0xFFFFFFFFu / d + 1u) {}

@@ -328,7 +328,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
 
     /* The warps of each tile, summed in warp order, then the cluster's K
      * slices in rank order; rank ks writes its share of the block's
-     * outputs. With one warp per tile (the plans at 16 rows) each warp
+     * outputs. With one warp per tile (every plan at 16 rows) each warp
      * sends its own sums as its run ends. */
     float *recv = reinterpret_cast<float *>(sl_sm + a.off_sum + 16);
     if (a.wpt == 1) { /* block-uniform */
@@ -622,8 +622,7 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.tb = p.tb;
     a.wpt = p.wpt;
     a.ks = p.ks;
-    for (a.wpt_shift = 0; (1 << a.wpt_shift) < p.wpt; a.wpt_shift++) {
-    }
+    a.wpt_shift = __builtin_ctz((unsigned)p.wpt); /* wpt: a power of two (sl_plan_compute) */
     a.nch = p.nch;
     a.cpw = p.cpw;
     a.gshift = sl_group_shift(w);
