@@ -864,23 +864,22 @@ extern "C" int wna16_prepare_nf4(wna16_weight **out, llmq_backend *b, const llmq
     w->code_bytes = (size_t)w->ntiles * w->nkc * 512;
     w->param_bytes = (size_t)w->ng * w->ntiles * 8 * sizeof(uint2);
     w->blob_bytes = blob_size(w);
-    const size_t sg_bytes = (size_t)(K / 16) * sizeof(int);
     char *img = (char *)calloc(1, w->blob_bytes);
-    w->sg_host = (int *)malloc(sg_bytes);
-    if (!img || !w->sg_host) {
+    if (img) {
+        w->blob = img; /* host image for now */
+        carve(w);
+        for (int st = 0; st < K / 16; st++)
+            w->step_group[st] = st >> 2;
+        for (int k = 0; k < K; k++)
+            w->perm[k] = w->rowpos[k] = k;
+    }
+    if (!img || host_copies(w, w->step_group, w->perm)) { /* use_perm 0: perm not copied */
         const size_t nbytes = w->blob_bytes;
         free(img);
-        free(w->sg_host);
         free(w);
         free(absmax);
         return llmq_fail("wna16_prepare_nf4: out of host memory (%zu bytes)", nbytes);
     }
-    w->blob = img; /* host image for now */
-    carve(w);
-    for (int st = 0; st < K / 16; st++)
-        w->step_group[st] = w->sg_host[st] = st >> 2;
-    for (int k = 0; k < K; k++)
-        w->perm[k] = w->rowpos[k] = k;
     memcpy(w->nf4_code, nf4_code, 16 * sizeof(float));
     /* Byte i of lane (gl, t)'s word s: the codes of columns 2t + 8 (i >> 1)
      * and one more of k-step s, channel gl + 8 (i & 1) (GvDeqNf4); padding

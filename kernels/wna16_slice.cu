@@ -396,7 +396,7 @@ struct SlPlan {
     int K, ntiles, nkc, ng, gshift, bits, nf4; /* the shape */
     int M, device, ftb, fwpt, fks, ok;
     const void *kern;
-    int tb, wpt, ks, nch, cpw, gspan, xstride, units;
+    int tb, wpt, ks, nch, cpw, gspan, xstride;
     size_t off_sums, off_sz, off_ring, off_sum, off_lut, smem;
 };
 
@@ -533,7 +533,7 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                 if (best < 0 || cost < best - 1e-9) {
                     best = cost;
                     out->tb = tb, out->wpt = wpt, out->ks = ks, out->nch = nch, out->cpw = cpw;
-                    out->gspan = gspan, out->xstride = xstride, out->units = units;
+                    out->gspan = gspan, out->xstride = xstride;
                     out->off_sums = off_sums, out->off_sz = off_sz, out->off_ring = off_ring;
                     out->off_sum = off_sum, out->off_lut = off_lut, out->smem = smem;
                 }
