@@ -188,6 +188,7 @@ struct GvArgs {
     int bulk_meta; /* scales and groups by bulk copy (else ordinary loads) */
     int sync_refill; /* round 2 (default): a block barrier before each ring refill (else the last warp out refills) */
     int glo[GV_KS_MAX], ghi[GV_KS_MAX]; /* groups of each slice */
+    ClusterSplit cs; /* the cluster sum of the block's GV_TB * MT * 128 sums over its ks slices */
 };
 
 /* Shared-memory layout of one block (byte offsets), computed the same way
@@ -479,7 +480,7 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
             cnt[s] = 0;
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    cluster_sum_begin(&bars[a.ns + 1], E, ks, a.ks);
+    cluster_sum_begin(&bars[a.ns + 1], a.cs, ks);
     __syncthreads();
     if (tid == 0) {
         /* The slice's groups and their scales/zeros, ahead of the codes (with
@@ -543,8 +544,8 @@ __global__ void __launch_bounds__(GV_THREADS, MT == 1 ? 5 : 4)
                 make_float4(acc[tb][mt][0], acc[tb][mt][1], acc[tb][mt][2], acc[tb][mt][3]);
     __syncthreads();
     /* every warp holds a share of all E sums: one run of E per warp */
-    cluster_sum_store<T, MT>(part, &bars[a.ns + 1], reinterpret_cast<const float *>(red), E, GV_WARPS, E, ks, a.ks,
-                             tid, GV_THREADS, t0, m0, a.M, a.N, y);
+    cluster_sum_store<T, MT>(part, &bars[a.ns + 1], reinterpret_cast<const float *>(red), E, GV_WARPS, a.cs, ks, tid,
+                             GV_THREADS, t0, m0, a.M, a.N, y);
 #else
     (void)y;
     (void)x;
@@ -1201,6 +1202,7 @@ static cudaError_t launch_gemv(const wna16_weight *w, const cuda_ctx *c, void *y
         a.glo[s] = p.glo[s];
         a.ghi[s] = p.ghi[s];
     }
+    a.cs = cluster_split(GV_TB * MT * 128, p.ks);
     const dim3 grid((unsigned)(((w->ntiles + GV_TB - 1) / GV_TB) * p.ks), ceil_div((size_t)M, (size_t)(8 * MT)));
     const cudaLaunchAttribute cl = cluster_x((unsigned)p.ks); /* the K slices of a tile group */
     return launch_ex(wna16_gemv_kernel<T, BITS, MT, PERM, EXACT, FOLD>, grid, dim3(GV_THREADS), p.smem, c->stream, &cl,

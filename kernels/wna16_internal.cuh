@@ -412,6 +412,18 @@ __device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT]
                                                         acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]);
 }
 
+/* n / d for 2 <= d and n * d < 2^32, by one multiply-high: d's reciprocal
+ * m = floor(2^32 / d) + 1 = 2^32 / d + e (0 < e <= 1) gives n m / 2^32 =
+ * n / d + n e / 2^32 with n e / 2^32 < 1 / d, which never reaches the next
+ * integer. An integer division by a run-time value is ~20 instructions,
+ * and so is computing m: the host makes DivBy for the kernels, which get
+ * it in their arguments (kernels/WNA16_NOTES.md rounds 10 and 11). */
+struct DivBy {
+    uint32_t m;
+    static DivBy of(uint32_t d) { return DivBy{0xFFFFFFFFu / d + 1u}; }
+    __device__ __forceinline__ int operator()(int n) const { return (int)__umulhi((uint32_t)n, m); }
+};
+
 /* The end of a K-split GEMV whose K slices form a thread-block cluster of
  * nks blocks (ring and slice kernels, compute capability 9.0): the slices'
  * sums are added in rank order, and rank ks writes its share of the outputs.
@@ -426,8 +438,9 @@ __device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT]
  *
  * The block's sums are E elements in fragment order (per tile tl and row
  * tile mt, e >> 7 = tl * MT + mt, then 32 lanes x 4 accumulators); rank q
- * owns elements [q * per, (q + 1) * per) (cluster_sum_per: a multiple of 4,
- * so that a float4 goes to one rank). recv, per * nks floats of shared
+ * owns elements [q * per, (q + 1) * per) (per a multiple of 4, so that a
+ * float4 goes to one rank), all in a ClusterSplit that the host computes
+ * (cluster_split). recv, per * nks floats of shared
  * memory (16-byte aligned, used by nothing else while the kernel runs: a
  * rank may send before this block has finished its own slice), receives
  * them at [sender][element - ks * per], and bar (8 bytes) counts them.
@@ -439,7 +452,16 @@ __device__ __forceinline__ void red_store(float4 *red, const float (&acc)[2][MT]
  * 4), the nw runs of one unit consecutive: element e is the sum over j < nw
  * of rf[(e / U) * U * nw + e % U + j * U]. Tiles from t0, rows from m0 of
  * y [M, N]. */
-__host__ __device__ __forceinline__ int cluster_sum_per(int E, int nks) { return ((E + nks - 1) / nks + 3) & ~3; }
+struct ClusterSplit {
+    int E, nks, per;
+    DivBy by_per;
+};
+
+static inline ClusterSplit cluster_split(int E, int nks)
+{
+    const int per = ((E + nks - 1) / nks + 3) & ~3;
+    return ClusterSplit{E, nks, per, DivBy::of((uint32_t)per)};
+}
 
 /* The cluster's index along x (blockIdx.x / cluster size, without a division). */
 __device__ __forceinline__ unsigned cluster_id_x()
@@ -449,18 +471,6 @@ __device__ __forceinline__ unsigned cluster_id_x()
     return r;
 }
 
-/* n / d for 2 <= d and n * d < 2^32, by one multiply-high: d's reciprocal
- * m = floor(2^32 / d) + 1 = 2^32 / d + e (0 < e <= 1) gives n m / 2^32 =
- * n / d + n e / 2^32 with n e / 2^32 < 1 / d, which never reaches the next
- * integer. An integer division by a run-time value is ~20 instructions;
- * the slice kernel's index math at 16 rows had 8 of them per warp
- * (kernels/WNA16_NOTES.md round 10). */
-struct DivBy {
-    uint32_t m;
-    __device__ __forceinline__ explicit DivBy(uint32_t d) : m(0xFFFFFFFFu / d + 1u) {}
-    __device__ __forceinline__ int operator()(int n) const { return (int)__umulhi((uint32_t)n, m); }
-};
-
 /* Elements rank ks owns (the last ranks may own fewer, or none). */
 __device__ __forceinline__ int cluster_sum_len(int E, int ks, int per)
 {
@@ -468,13 +478,13 @@ __device__ __forceinline__ int cluster_sum_len(int E, int ks, int per)
     return left < per ? (left > 0 ? left : 0) : per;
 }
 
-__device__ __forceinline__ void cluster_sum_begin(uint64_t *bar, int E, int ks, int nks)
+__device__ __forceinline__ void cluster_sum_begin(uint64_t *bar, const ClusterSplit &cs, int ks)
 {
     if (threadIdx.x == 0) {
-        const int len = cluster_sum_len(E, ks, cluster_sum_per(E, nks));
+        const int len = cluster_sum_len(cs.E, ks, cs.per);
         mbar_init(bar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-        mbar_expect_tx(bar, (uint32_t)((nks - 1) * len * 4)); /* the one arrival; the bytes may come first */
+        mbar_expect_tx(bar, (uint32_t)((cs.nks - 1) * len * 4)); /* the one arrival; the bytes may come first */
     }
     /* No rank sends before every rank has initialized its mbarrier: the
      * wait is in cluster_sum_store, by when all have long arrived. */
@@ -484,9 +494,9 @@ __device__ __forceinline__ void cluster_sum_begin(uint64_t *bar, int E, int ks, 
 /* Element e's float4 v (e a multiple of 4) to its owner rank: this
  * block's receive buffer, or the owner's through st.async. */
 __device__ __forceinline__ void cluster_sum_send(float *recv, uint32_t recv_s, uint32_t bar_s, int e, float4 v,
-                                                 int ks, int per, const DivBy &by_per)
+                                                 int ks, const ClusterSplit &cs)
 {
-    const int q = by_per(e), o = ks * per + (e - q * per);
+    const int q = cs.by_per(e), o = ks * cs.per + (e - q * cs.per);
     if (q == ks) {
         *reinterpret_cast<float4 *>(recv + o) = v;
     } else {
@@ -502,18 +512,17 @@ __device__ __forceinline__ void cluster_sum_send(float *recv, uint32_t recv_s, u
 /* After every element of the block has been sent: wait for the other
  * ranks' shares, add them in rank order and store this rank's outputs. */
 template <typename T, int MT>
-__device__ __forceinline__ void cluster_sum_finish(const float *recv, uint64_t *bar, int E, int ks, int nks, int tid,
-                                                   int nthreads, int t0, int m0, int M, int N, T *y)
+__device__ __forceinline__ void cluster_sum_finish(const float *recv, uint64_t *bar, const ClusterSplit &cs, int ks,
+                                                   int tid, int nthreads, int t0, int m0, int M, int N, T *y)
 {
-    const int per = cluster_sum_per(E, nks);
     mbar_wait<true>(bar, 0);
     __syncthreads(); /* this block's own share */
-    const int len = cluster_sum_len(E, ks, per);
+    const int len = cluster_sum_len(cs.E, ks, cs.per);
     for (int i = tid; i < len; i += nthreads) {
         float v = 0.0f;
-        for (int q = 0; q < nks; q++)
-            v += recv[q * per + i];
-        const int e = ks * per + i, c = e & 3, ln = (e >> 2) & 31, mt = (e >> 7) % MT, tl = (e >> 7) / MT;
+        for (int q = 0; q < cs.nks; q++)
+            v += recv[q * cs.per + i];
+        const int e = ks * cs.per + i, c = e & 3, ln = (e >> 2) & 31, mt = (e >> 7) % MT, tl = (e >> 7) / MT;
         const int n = (t0 + tl) * 16 + (ln >> 2) + (c >> 1) * 8, m = m0 + mt * 8 + (ln & 3) * 2 + (c & 1);
         if (m < M && n < N)
             y[(size_t)m * N + n] = from_f32<T>(v);
@@ -523,15 +532,13 @@ __device__ __forceinline__ void cluster_sum_finish(const float *recv, uint64_t *
 }
 
 template <typename T, int MT>
-__device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, const float *rf, int U, int nw, int E,
-                                                  int ks, int nks, int tid, int nthreads, int t0, int m0, int M, int N,
-                                                  T *y)
+__device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, const float *rf, int U, int nw,
+                                                  const ClusterSplit &cs, int ks, int tid, int nthreads, int t0, int m0,
+                                                  int M, int N, T *y)
 {
-    const int per = cluster_sum_per(E, nks);
-    const DivBy by_per(per); /* per >= 4, e per < E^2 < 2^32 */
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
     const uint32_t recv_s = smem_u32(recv), bar_s = smem_u32(bar);
-    for (int e = tid * 4; e < E; e += nthreads * 4) {
+    for (int e = tid * 4; e < cs.E; e += nthreads * 4) { /* by_per: per >= 4, e per < E^2 < 2^32 */
         const int u = e / U;
         const float *r = rf + (size_t)u * U * nw + (e - u * U);
         float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -539,9 +546,9 @@ __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, co
             const float4 w = *reinterpret_cast<const float4 *>(r + (size_t)j * U);
             v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
         }
-        cluster_sum_send(recv, recv_s, bar_s, e, v, ks, per, by_per);
+        cluster_sum_send(recv, recv_s, bar_s, e, v, ks, cs);
     }
-    cluster_sum_finish<T, MT>(recv, bar, E, ks, nks, tid, nthreads, t0, m0, M, N, y);
+    cluster_sum_finish<T, MT>(recv, bar, cs, ks, tid, nthreads, t0, m0, M, N, y);
 }
 
 /* The same where each tile's sums are one warp's (the slice kernel with
@@ -551,11 +558,9 @@ __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, co
  * red_store. The same sums in the same order as cluster_sum_store. */
 template <typename T, int MT>
 __device__ __forceinline__ void cluster_sum_store_warp(float *recv, uint64_t *bar, const float (&acc)[2][MT][4],
-                                                       int warp, int lane, int E, int ks, int nks, int tid,
-                                                       int nthreads, int t0, int m0, int M, int N, T *y)
+                                                       int warp, int lane, const ClusterSplit &cs, int ks,
+                                                       int tid, int nthreads, int t0, int m0, int M, int N, T *y)
 {
-    const int per = cluster_sum_per(E, nks);
-    const DivBy by_per(per);
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
     const uint32_t recv_s = smem_u32(recv), bar_s = smem_u32(bar);
 #pragma unroll
@@ -563,8 +568,8 @@ __device__ __forceinline__ void cluster_sum_store_warp(float *recv, uint64_t *ba
         cluster_sum_send(recv, recv_s, bar_s, ((warp * MT + mt) * 32 + lane) * 4,
                          make_float4(acc[0][mt][0] + acc[1][mt][0], acc[0][mt][1] + acc[1][mt][1],
                                      acc[0][mt][2] + acc[1][mt][2], acc[0][mt][3] + acc[1][mt][3]),
-                         ks, per, by_per);
-    cluster_sum_finish<T, MT>(recv, bar, E, ks, nks, tid, nthreads, t0, m0, M, N, y);
+                         ks, cs);
+    cluster_sum_finish<T, MT>(recv, bar, cs, ks, tid, nthreads, t0, m0, M, N, y);
 }
 
 /* Registers per thread of kern, read once per kernel (*regs caches it, 0

@@ -73,6 +73,8 @@ struct SlArgs {
     int off_sums, off_sz, off_ring; /* byte offsets in shared memory */
     int off_sum;                    /* the cluster sum's mbarrier, then its receive buffer */
     int off_lut;                    /* NF4: the code-pair table (SL_LUT_BYTES) */
+    DivBy by_p, by_p_last;          /* by 16-byte pieces of a staged x row: slices before the last, the last */
+    ClusterSplit cs;                /* the cluster sum of the block's tb * MT * 128 sums over its ks slices */
 };
 
 /* How the kernel turns codes into A fragments: W rounded to dt (bf16, and
@@ -115,10 +117,36 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     const float *xg = reinterpret_cast<const float *>(sl_sm + a.off_sums);
     uint2 *szw = reinterpret_cast<uint2 *>(sl_sm + a.off_sz) + (size_t)warp * a.gspan * 8;
     uint64_t *sum_bar = reinterpret_cast<uint64_t *>(sl_sm + a.off_sum);
-    const int E = a.tb * MT * 128; /* the block's sums */
-    cluster_sum_begin(sum_bar, E, ks, a.ks);
-
-    /* The run's scales first, in the cp.async group of the first batch of
+    /* The codes travel by cp.async into the warp's ring in shared memory,
+     * SL_D batches ahead, each lane its own 16 bytes per chunk (so no lane
+     * waits on another): more bytes in flight per warp than registers
+     * would hold, and 16 registers for the batch being computed instead of
+     * 32 for two. One commit group per batch, empty past the run, so that
+     * "batch b has landed" is always wait_group(SL_D - 1). */
+    int4 *ring = reinterpret_cast<int4 *>(sl_sm + a.off_ring) + (size_t)warp * (SL_D * SL_U * 32) + lane;
+    const int nb = kc1 > kc0 ? (kc1 - kc0) / SL_U : 0; /* runs are whole batches */
+    auto issue = [&](int b, int u0 = 0, int u1 = SL_U) {
+        int4 *d = ring + (b % SL_D) * (SL_U * 32);
+        const int4 *src = wt + (size_t)(kc0 + b * SL_U) * 32;
+#pragma unroll
+        for (int u = 0; u < SL_U; u++)
+            if (u >= u0 && u < u1)
+                cp_async16(d + u * 32, src + u * 32);
+    };
+    /* The first H0 chunks of the first batch go out now, before x is
+     * ready; the rest after the x loads: the x loads (L2 hits) queue
+     * behind the copies issued before them (round 7: with both batches
+     * ahead of x the staging waited on the codes; round 11: at 16 rows,
+     * whose staging is twice the 8-row one, half a batch ahead of x was
+     * 2-5 % faster than a whole one, at 8 rows mixed). Each batch is one
+     * commit group, empty past the run, closed after the x loads: in the
+     * warp's first staging pass, or after the staging for a warp with
+     * none. Written out, not as a loop over a count of the groups issued,
+     * which the staging loop made a run-time value (~30 instructions). */
+    constexpr int H0 = MT == 2 ? SL_U / 2 : SL_U;
+    if (nb > 0)
+        issue(0, 0, H0);
+    /* The run's scales, in the first batch's group, behind its first
      * codes: nothing waits for them before the x staging. */
     int glo = 0;
     if (kc1 > kc0) { /* warp-uniform */
@@ -128,34 +156,18 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
         glo = glo < a.ng ? glo : a.ng - 1;
         tile_scales_async(szw, a.sz, glo, ghi - glo + 1, a.ntiles, nt, lane);
     }
-    /* The codes travel by cp.async into the warp's ring in shared memory,
-     * SL_D batches ahead, each lane its own 16 bytes per chunk (so no lane
-     * waits on another): more bytes in flight per warp than registers
-     * would hold, and 16 registers for the batch being computed instead of
-     * 32 for two. One commit group per batch, empty past the run, so that
-     * "batch b has landed" is always wait_group(SL_D - 1). */
-    int4 *ring = reinterpret_cast<int4 *>(sl_sm + a.off_ring) + (size_t)warp * (SL_D * SL_U * 32) + lane;
-    const int nb = kc1 > kc0 ? (kc1 - kc0) / SL_U : 0; /* runs are whole batches */
-    auto issue = [&](int b) {
-        int4 *d = ring + (b % SL_D) * (SL_U * 32);
-        const int4 *src = wt + (size_t)(kc0 + b * SL_U) * 32;
+    cluster_sum_begin(sum_bar, a.cs, ks);
+    auto issue_rest = [&]() {
+        if (nb > 0)
+            issue(0, H0, SL_U);
+        cp_async_commit();
 #pragma unroll
-        for (int u = 0; u < SL_U; u++)
-            cp_async16(d + u * 32, src + u * 32);
-    };
-    /* The first batch goes out now, before x is ready; the others after
-     * the x loads: the x loads (L2 hits) queue behind the copies issued
-     * before them, and with both batches ahead of x the staging waited on
-     * the codes (round 7: 3-7 % at M = 16 against either order). */
-    int nissued = 0; /* commit groups (batches) issued, warp-uniform */
-    auto issue_upto = [&](int upto) {
-        for (; nissued < upto; nissued++) {
-            if (nissued < nb)
-                issue(nissued);
+        for (int b = 1; b < SL_D; b++) {
+            if (b < nb)
+                issue(b);
             cp_async_commit();
         }
     };
-    issue_upto(1);
     if constexpr (NF4) { /* the code-pair table (GvDeqNf4), from the weight's codebook: before the wait */
         uint32_t *lut = reinterpret_cast<uint32_t *>(sl_sm + a.off_lut);
         const float cv = __ldg(a.code + (lane & 15));
@@ -176,7 +188,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     {
         constexpr int XU = 4; /* 16-byte loads in flight per thread */
         const int P = (sc1 - sc0) * (KC / 8), n = R * P; /* P is a multiple of G8 (slices are whole units) */
-        const DivBy by_P(P);                             /* P >= 16, n P < 2^32 */
+        const DivBy by_P = ks < a.ks - 1 ? a.by_p : a.by_p_last; /* P >= 16, n P < 2^32 */
         const uint4 *x4 = reinterpret_cast<const uint4 *>(x) + (size_t)sc0 * (KC / 8);
         uint32_t *xs = reinterpret_cast<uint32_t *>(sl_sm);
         float *sums = reinterpret_cast<float *>(sl_sm + a.off_sums);
@@ -199,7 +211,8 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
                     }
                 }
             }
-            issue_upto(SL_D);
+            if (i0 == warp * 32) /* warp-uniform: the first pass */
+                issue_rest();
 #pragma unroll
             for (int u = 0; u < XU; u++) {
                 if (i0 + u * blockDim.x >= n) /* warp-uniform */
@@ -215,7 +228,8 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
             }
         }
     }
-    issue_upto(SL_D);
+    if (warp * 32 >= R * (sc1 - sc0) * (KC / 8)) /* no staging pass */
+        issue_rest();
     __syncthreads();
 
     /* acc: the output fragments, one per 8 rows (c0, c1: channel gl, rows
@@ -311,18 +325,21 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     /* Batch b from its slot, then the slot refilled with batch b + SL_D
      * (after the compute has consumed the registers, so that the copy
      * cannot overtake the shared loads). */
-    for (int b = 0; b < nb; b++) {
+    const int4 *refill = wt + (size_t)(kc0 + SL_D * SL_U) * 32; /* batch b + SL_D's codes: a pointer carried */
+    for (int b = 0; b < nb; b++, refill += SL_U * 32) {       /* through the loop, not recomputed (ptxas did) */
         cp_async_wait<SL_D - 1>();
         if (b == 0)
             __syncwarp(); /* the scales: a lane reads what other lanes copied */
         int4 w[SL_U];
-        const int4 *src = ring + (b % SL_D) * (SL_U * 32);
+        int4 *slot = ring + (b % SL_D) * (SL_U * 32);
 #pragma unroll
         for (int u = 0; u < SL_U; u++)
-            w[u] = src[u * 32];
+            w[u] = slot[u * 32];
         compute(w, kc0 + b * SL_U);
-        if (b + SL_D < nb)
-            issue(b + SL_D);
+        if (b + SL_D < nb) /* warp-uniform */
+#pragma unroll
+            for (int u = 0; u < SL_U; u++)
+                cp_async16(slot + u * 32, refill + u * 32);
         cp_async_commit();
     }
 
@@ -332,7 +349,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
      * sends its own sums as its run ends. */
     float *recv = reinterpret_cast<float *>(sl_sm + a.off_sum + 16);
     if (a.wpt == 1) { /* block-uniform */
-        cluster_sum_store_warp<T, MT>(recv, sum_bar, acc, warp, lane, E, ks, a.ks, threadIdx.x, blockDim.x, tg * a.tb,
+        cluster_sum_store_warp<T, MT>(recv, sum_bar, acc, warp, lane, a.cs, ks, threadIdx.x, blockDim.x, tg * a.tb,
                                       m0, a.M, a.N, y);
         return;
     }
@@ -341,7 +358,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     red_store<MT>(red, acc, warp, lane);
     __syncthreads();
     /* a tile's wpt warps hold consecutive fragment runs of MT * 128 */
-    cluster_sum_store<T, MT>(recv, sum_bar, reinterpret_cast<const float *>(red), MT * 128, a.wpt, E, ks, a.ks,
+    cluster_sum_store<T, MT>(recv, sum_bar, reinterpret_cast<const float *>(red), MT * 128, a.wpt, a.cs, ks,
                              threadIdx.x, blockDim.x, tg * a.tb, m0, a.M, a.N, y);
 #else
     (void)y;
@@ -509,7 +526,7 @@ static int sl_plan_compute(const wna16_weight *w, const cuda_ctx *c, int M, int 
                 const size_t off_ring = off_sz + (size_t)nw * gspan * 64;
                 /* the warps' sums at the end (nw * mt * 512 bytes) reuse the staging and the ring */
                 const size_t off_sum = off_ring + (size_t)nw * SL_D * SL_U * 512;
-                const size_t off_lut = (off_sum + 16 + (size_t)cluster_sum_per(tb * mt * 128, ks) * ks * 4 + 15) &
+                const size_t off_lut = (off_sum + 16 + (size_t)cluster_split(tb * mt * 128, ks).per * ks * 4 + 15) &
                                        ~(size_t)15;
                 size_t smem = off_lut + (mode == SL_NF4 ? SL_LUT_BYTES : 0);
                 /* One block per SM: the block reserves the SM's shared
@@ -633,6 +650,10 @@ static cudaError_t sl_launch(const wna16_weight *w, const cuda_ctx *c, void *y, 
     a.off_ring = (int)p.off_ring;
     a.off_sum = (int)p.off_sum;
     a.off_lut = (int)p.off_lut;
+    const int KC = BITS == 4 ? Cfg<4>::KC : Cfg<8>::KC, last = w->nkc - (p.ks - 1) * p.nch; /* the last slice's chunks */
+    a.by_p = DivBy::of((uint32_t)(p.nch * (KC / 8)));
+    a.by_p_last = DivBy::of((uint32_t)(last * (KC / 8)));
+    a.cs = cluster_split(p.tb * MT * 128, p.ks);
     const dim3 grid((unsigned)((w->ntiles + p.tb - 1) / p.tb * p.ks), (unsigned)((M + 8 * MT - 1) / (8 * MT)));
     const cudaLaunchAttribute cl = cluster_x((unsigned)p.ks); /* the K slices of a tile group */
     return launch_ex(wna16_slice_kernel<T, BITS, MT, FG, MODE>, grid, dim3((unsigned)(p.tb * p.wpt * 32)), p.smem,

@@ -38,7 +38,10 @@
  *             cuBLAS fp16 on the dense weight; GB/s of the NF4 bytes (codes
  *             + fp32 absmax, as the slice copy holds them)
  *
- * Usage: bench_wna16 [reps] [sweep | groups | slices | nf4 | profile [slice]]   (default 30 reps;
+ * Usage: bench_wna16 [reps] [auto | sweep | groups | slices | nf4 | profile [slice]]   (default 30 reps;
+ * "auto" times AUTO alone (and cuBLAS fp16) at M = 1, 4, 8, 16, 32, 64, a
+ * line per timing with the slice kernel's split: the quick table for
+ * comparing builds (BENCH_KN=K,N restricts it to one shape);
  * "sweep" times the tuning knobs (wna16_gemv_tune) of both decode kernels
  * on the g128 shapes instead; "groups" q/k/v and gate/up at M = 1 in one
  * launch (wna16_linear_group) against one launch per linear; "slices"
@@ -521,7 +524,7 @@ static void slice_sweep(double copy_gbs)
 }
 
 /* For a profiler: 4096->11008 w4g128 (BENCH_KN=K,N another shape), 20
- * calls at M = 1, then 20 at M = 16, launched one by one (ncu
+ * calls at M = 1, then 20 at M = 16 (BENCH_M=M another; BENCH_BITS=8: w8g128), launched one by one (ncu
  * --launch-skip picks one), through the stream kernel, or with "slice" the
  * slice kernel. */
 static void profile(int path)
@@ -537,9 +540,10 @@ static void profile(int path)
     B.y = g->alloc(g, (size_t)16 * B.N * 2);
     if (!B.y)
         die("alloc");
-    load(&B, 4, 128, 0, 0);
+    load(&B, getenv("BENCH_BITS") ? atoi(getenv("BENCH_BITS")) : 4, 128, 0, 0); /* BENCH_BITS=8: w8g128 */
+    const int m2 = getenv("BENCH_M") ? atoi(getenv("BENCH_M")) : 16; /* the second M */
     for (int mi = 0; mi < 2; mi++) {
-        B.M = mi ? 16 : 1;
+        B.M = mi ? m2 : 1;
         for (int i = 0; i < 20; i++)
             if (run_q(&B, i % B.nq))
                 die("profile");
@@ -550,9 +554,51 @@ static void profile(int path)
     g->free(g, B.y);
 }
 
+/* AUTO alone (and cuBLAS fp16 on the dense weight) at M = 1..64 on the g128
+ * shapes, a line per timing: the quick table for comparing builds or
+ * launch settings (BENCH_KN=K,N restricts it to one shape). */
+static void bench_auto(void)
+{
+    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}, Ms[] = {1, 4, 8, 16, 32, 64};
+    static const struct {
+        const char *name;
+        int bits, act;
+    } cfgs[] = {{"w4g128", 4, 0}, {"w8g128", 8, 0}, {"w4g128act", 4, 1}};
+    int only_k = 0, only_n = 0;
+    if (getenv("BENCH_KN") && sscanf(getenv("BENCH_KN"), "%d,%d", &only_k, &only_n) != 2)
+        die("BENCH_KN=K,N");
+    for (int s = 0; s < 3; s++) {
+        struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_AUTO};
+        if (only_k && (B.K != only_k || B.N != only_n))
+            continue;
+        float td[6] = {0};
+        B.x = dev_rand((size_t)64 * B.K, 1.0f);
+        B.y = g->alloc(g, (size_t)64 * B.N * 2);
+        if (!B.y)
+            die("alloc");
+        for (int c = 0; c < 3; c++) {
+            load(&B, cfgs[c].bits, 128, cfgs[c].act, c == 0);
+            for (int mi = 0; mi < 6; mi++) {
+                B.M = Ms[mi];
+                const float ta = gb_time_calls(stream, run_q, &B, B.nq, reps, 1);
+                if (c == 0)
+                    td[mi] = gb_time_calls(stream, run_dense, &B, B.nd, reps, 1);
+                int tb = 0, wpt = 0, ks = 0;
+                wna16_slice_plan_ran(B.q[0], B.M, &tb, &wpt, &ks);
+                printf("auto %c%d %-9s M=%-2d %8.2f us  cuBLAS %8.2f  %5.2fx  plan %d,%d,%d\n", "abc"[s], s,
+                       cfgs[c].name, B.M, ta * 1e3, td[mi] * 1e3, td[mi] / ta, tb, wpt, ks);
+                fflush(stdout);
+            }
+            unload(&B);
+        }
+        g->free(g, B.x);
+        g->free(g, B.y);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    int do_sweep = 0, do_profile = 0, do_groups = 0, do_slices = 0, do_nf4 = 0, prof_path = WNA16_STREAM;
+    int do_sweep = 0, do_auto = 0, do_profile = 0, do_groups = 0, do_slices = 0, do_nf4 = 0, prof_path = WNA16_STREAM;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "sweep") == 0)
             do_sweep = 1;
@@ -562,6 +608,8 @@ int main(int argc, char **argv)
             do_slices = 1;
         else if (strcmp(argv[i], "nf4") == 0)
             do_nf4 = 1;
+        else if (strcmp(argv[i], "auto") == 0)
+            do_auto = 1;
         else if (strcmp(argv[i], "profile") == 0)
             do_profile = 1;
         else if (strcmp(argv[i], "slice") == 0)
@@ -584,8 +632,10 @@ int main(int argc, char **argv)
     gb_print_header("bench_wna16", reps);
 
     const double copy_gbs = gb_copy_gbs(stream, reps);
-    if (do_sweep || do_groups || do_slices || do_nf4) {
-        if (do_nf4)
+    if (do_sweep || do_groups || do_slices || do_nf4 || do_auto) {
+        if (do_auto)
+            bench_auto();
+        else if (do_nf4)
             bench_nf4(copy_gbs);
         else if (do_sweep)
             sweep(copy_gbs);
