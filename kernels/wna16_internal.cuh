@@ -453,10 +453,11 @@ struct DivBy {
  * of rf[(e / U) * U * nw + e % U + j * U]. Tiles from t0, rows from m0 of
  * y [M, N]. */
 struct ClusterSplit {
-    int E, nks, per;
-    DivBy by_per;
+    int E, nks, per; /* elements, ranks, elements a rank owns */
+    DivBy by_per;    /* e -> its owner rank (per >= 4, e per < E^2 < 2^32) */
 };
 
+/* Host side: the split of E sums over nks ranks, for a kernel's arguments. */
 static inline ClusterSplit cluster_split(int E, int nks)
 {
     const int per = ((E + nks - 1) / nks + 3) & ~3;
@@ -538,7 +539,7 @@ __device__ __forceinline__ void cluster_sum_store(float *recv, uint64_t *bar, co
 {
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
     const uint32_t recv_s = smem_u32(recv), bar_s = smem_u32(bar);
-    for (int e = tid * 4; e < cs.E; e += nthreads * 4) { /* by_per: per >= 4, e per < E^2 < 2^32 */
+    for (int e = tid * 4; e < cs.E; e += nthreads * 4) {
         const int u = e / U;
         const float *r = rf + (size_t)u * U * nw + (e - u * U);
         float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
