@@ -185,9 +185,9 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
     /* Stage rows m0 .. m0 + R - 1 of the slice's x (zeros past M) in
      * fragment order (xs_store_piece), and the fold's x sums per row and
      * flush unit. */
+    const int P = (sc1 - sc0) * (KC / 8), n = R * P; /* 16-byte pieces of a staged row (a multiple of G8), of all */
     {
         constexpr int XU = 4; /* 16-byte loads in flight per thread */
-        const int P = (sc1 - sc0) * (KC / 8), n = R * P; /* P is a multiple of G8 (slices are whole units) */
         const DivBy by_P = ks < a.ks - 1 ? a.by_p : a.by_p_last; /* P >= 16, n P < 2^32 */
         const uint4 *x4 = reinterpret_cast<const uint4 *>(x) + (size_t)sc0 * (KC / 8);
         uint32_t *xs = reinterpret_cast<uint32_t *>(sl_sm);
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__((MT == 2 ? SL_MAX_WARPS16 : SL_MAX_WARPS) * 32
             }
         }
     }
-    if (warp * 32 >= R * (sc1 - sc0) * (KC / 8)) /* no staging pass */
+    if (warp * 32 >= n) /* no staging pass */
         issue_rest();
     __syncthreads();
 

@@ -71,6 +71,17 @@
 #define MAXC 64             /* copies of a weight at most */
 #define ROT_BYTES (512u << 20) /* bytes of weight copies rotated through */
 
+/* The Llama-7B linear shapes, K -> N: 4096->4096 (q/k/v/o), 4096->11008
+ * (gate/up), 11008->4096 (down). */
+static const int shapes[3][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}};
+
+/* BENCH_KN=K,N into *k, *n (left as they are when unset). */
+static void bench_kn(int *k, int *n)
+{
+    if (getenv("BENCH_KN") && sscanf(getenv("BENCH_KN"), "%d,%d", k, n) != 2)
+        die("BENCH_KN=K,N");
+}
+
 static llmq_backend *g;
 static cudaStream_t stream;
 static int reps = 30;
@@ -237,7 +248,7 @@ static int run_nf4_gemv(void *a, int i) /* per 8 rows */
 
 static void bench_nf4(double copy_gbs)
 {
-    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}, Ms[] = {1, 4, 8, 16, 32, 64};
+    static const int Ms[] = {1, 4, 8, 16, 32, 64};
     printf("\nNF4 (double-quantized, blocks of 64), fp16, copy %.0f GB/s: us per call; slice = wna16_prepare_nf4's "
            "copy\nthrough AUTO (GB/s of its codes + absmax, %% of copy), gemv = kernels/nf4_gemv.h per 8 rows, w4g128 "
            "AUTO,\ncuBLAS fp16 on the dense weight; speedups = cuBLAS / slice, gemv / slice\n",
@@ -372,7 +383,6 @@ static void bench_groups(double copy_gbs)
  * 4-bit g128 (and 8-bit) shapes, against the copy bandwidth. */
 static void sweep(double copy_gbs)
 {
-    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
     static const struct {
         const char *name;
         wna16_gemv_tuning t;
@@ -442,12 +452,10 @@ static void sweep(double copy_gbs)
  * summary per shape. */
 static void slice_sweep(double copy_gbs)
 {
-    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
     static const int Ms[] = {4, 8, 16}, bitsv[] = {4, 8};
     char sum[3 * 2 * 3][240];
     int ns = 0, only_k = 0, only_n = 0, only_m = 0; /* BENCH_KN=K,N and BENCH_M=M: one shape, one M */
-    if (getenv("BENCH_KN") && sscanf(getenv("BENCH_KN"), "%d,%d", &only_k, &only_n) != 2)
-        die("BENCH_KN=K,N");
+    bench_kn(&only_k, &only_n);
     if (getenv("BENCH_M"))
         only_m = atoi(getenv("BENCH_M"));
     for (int s = 0; s < 3; s++) {
@@ -530,8 +538,7 @@ static void slice_sweep(double copy_gbs)
 static void profile(int path)
 {
     struct bench B = {.K = 4096, .N = 11008, .path = path};
-    if (getenv("BENCH_KN") && sscanf(getenv("BENCH_KN"), "%d,%d", &B.K, &B.N) != 2)
-        die("BENCH_KN=K,N");
+    bench_kn(&B.K, &B.N);
     wna16_gemv_tuning t = {0}; /* BENCH_SLICE=tb,wpt,ks forces a slice plan */
     if (getenv("BENCH_SLICE") &&
         sscanf(getenv("BENCH_SLICE"), "%d,%d,%d", &t.slice_tb, &t.slice_wpt, &t.slice_ks) == 3)
@@ -559,14 +566,13 @@ static void profile(int path)
  * launch settings (BENCH_KN=K,N restricts it to one shape). */
 static void bench_auto(void)
 {
-    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}, Ms[] = {1, 4, 8, 16, 32, 64};
+    static const int Ms[] = {1, 4, 8, 16, 32, 64};
     static const struct {
         const char *name;
         int bits, act;
     } cfgs[] = {{"w4g128", 4, 0}, {"w8g128", 8, 0}, {"w4g128act", 4, 1}};
     int only_k = 0, only_n = 0;
-    if (getenv("BENCH_KN") && sscanf(getenv("BENCH_KN"), "%d,%d", &only_k, &only_n) != 2)
-        die("BENCH_KN=K,N");
+    bench_kn(&only_k, &only_n);
     for (int s = 0; s < 3; s++) {
         struct bench B = {.K = shapes[s][0], .N = shapes[s][1], .path = WNA16_AUTO};
         if (only_k && (B.K != only_k || B.N != only_n))
@@ -647,7 +653,6 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    static const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}}; /* K, N */
     static const struct {
         const char *name;
         int bits, G, act;
